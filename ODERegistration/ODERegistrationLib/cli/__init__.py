@@ -1,0 +1,1 @@
+"""The ``oderegistration`` command line: a thin shell around the engine."""

@@ -1,0 +1,24 @@
+"""A tqdm bar fed by the engine's progress callback."""
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from ..engine import Progress
+
+
+class ProgressBar:
+    """Shows iteration, total loss and each level's loss (L0 = finest); a no-op when disabled."""
+
+    def __init__(self, iterations: int, disabled: bool = False) -> None:
+        self._bar = tqdm(total=iterations, desc="registering", unit="it", disable=disabled, dynamic_ncols=True)
+
+    def update(self, progress: Progress) -> None:
+        levels = " ".join(f"L{index}={loss:.4f}" for index, loss in enumerate(progress.level_losses))
+        self._bar.set_postfix_str(f"loss={progress.loss:.4f} {levels}", refresh=False)
+        self._bar.update(progress.iteration - self._bar.n)
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._bar.close()

@@ -1,0 +1,85 @@
+"""Displacement-field algebra in normalized coordinates: identity grid, warp, compose, exp, upsample.
+
+Conventions used everywhere in the engine:
+
+- A field is a tensor of shape (B, dim, *spatial) holding a *displacement* u in normalized coordinates
+  ([-1, 1] along every axis, ``align_corners=True``), the map being x -> x + u(x).
+- Its channels are ordered like ``grid_sample`` wants them, (x, y[, z]), that is, the *last* spatial axis first.
+- Because coordinates are normalized, a field means the same thing at every pyramid level, so moving a field to
+  another level is plain interpolation.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def identity_grid(shape: Sequence[int], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalized coordinates of every voxel centre, shape (1, dim, *shape), channels (x, y[, z])."""
+    axes = [torch.linspace(-1.0, 1.0, int(n), device=device, dtype=dtype) for n in shape]
+    mesh = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack(mesh[::-1], dim=0).unsqueeze(0)
+
+
+def warp(image: torch.Tensor, displacement: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Resample ``image`` at x + u(x): warped(x) = image(x + u(x)), borders replicated."""
+    spatial = displacement.shape[2:]
+    grid = identity_grid(spatial, displacement.device, displacement.dtype) + displacement
+    grid = torch.movedim(grid, 1, -1)
+    return F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=True)
+
+
+def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """Displacement of outer ∘ inner: x -> inner(x) -> outer(inner(x))."""
+    return inner + warp(outer, inner)
+
+
+def exponentiate(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
+    """exp of a stationary velocity field by scaling and squaring: a diffeomorphism for a smooth velocity."""
+    displacement = velocity / (2**steps)
+    for _ in range(steps):
+        displacement = compose(displacement, displacement)
+    return displacement
+
+
+def resize_field(displacement: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Move a field to another grid size; values need no rescaling in normalized coordinates."""
+    if tuple(displacement.shape[2:]) == tuple(shape):
+        return displacement
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    return F.interpolate(displacement, size=tuple(shape), mode=mode, align_corners=True)
+
+
+def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Linear resize on the same normalized grid (corner voxels stay put)."""
+    return resize_field(image, shape)
+
+
+def gaussian_smooth(tensor: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian smoothing with per-axis sigma in voxels (0 skips the axis); borders replicated."""
+    dim = tensor.dim() - 2
+    conv = F.conv2d if dim == 2 else F.conv3d
+    channels = tensor.shape[1]
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 0:
+            continue
+        radius = max(1, int(round(3.0 * sigma)))
+        offsets = torch.arange(-radius, radius + 1, device=tensor.device, dtype=tensor.dtype)
+        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        kernel_shape = [1] * dim
+        kernel_shape[axis] = kernel.numel()
+        weight = kernel.reshape(1, 1, *kernel_shape).repeat(channels, 1, *([1] * dim))
+        padding = [0, 0] * dim
+        padding[2 * (dim - 1 - axis)] = padding[2 * (dim - 1 - axis) + 1] = radius
+        tensor = conv(F.pad(tensor, padding, mode="replicate"), weight, groups=channels)
+    return tensor
+
+
+def normalized_to_voxels(displacement: torch.Tensor) -> torch.Tensor:
+    """Normalized displacement (channels x, y[, z]) to voxel units in the same channel order."""
+    spatial = displacement.shape[2:]
+    scale = torch.tensor([(n - 1) / 2.0 for n in reversed(spatial)], device=displacement.device, dtype=displacement.dtype)
+    return displacement * scale.reshape(1, -1, *([1] * len(spatial)))

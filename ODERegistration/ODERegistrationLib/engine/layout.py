@@ -1,0 +1,81 @@
+"""How an image array becomes the optimizer's tensor, and how the optimizer's fields come back as voxel vectors.
+
+Three layouts:
+
+- ``2d``: a 2-D image, one (1, 1, H, W) problem;
+- ``3d``: a volume, one (1, 1, D, H, W) problem;
+- ``slices``: a thick-slice stack, one 2-D problem per slice, batched as (S, 1, H, W); the through-plane
+  displacement is zero.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .fields import normalized_to_voxels
+from .validation import InputError
+
+THICK_SLICE_RATIO = 3.0
+"""``auto`` chooses slices when one axis' spacing is at least this many times the finest."""
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    mode: str
+    array_shape: Tuple[int, ...]
+    """Shape of the image array, (k, j, i) or (j, i)."""
+    array_spacing: Tuple[float, ...]
+    """Spacing along the array axes."""
+    slice_axis: int | None = None
+    """Array axis that runs across slices, in slices mode."""
+
+    @property
+    def spacing(self) -> Tuple[float, ...]:
+        """Spacing of the tensor's spatial axes."""
+        if self.slice_axis is None:
+            return self.array_spacing
+        return tuple(s for axis, s in enumerate(self.array_spacing) if axis != self.slice_axis)
+
+    def to_tensor(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
+        if self.slice_axis is None:
+            batched = array[None, None]
+        else:
+            batched = np.moveaxis(array, self.slice_axis, 0)[:, None]
+        return torch.from_numpy(np.ascontiguousarray(batched, dtype=np.float32)).to(device)
+
+    def to_voxel_displacement(self, field: torch.Tensor) -> np.ndarray:
+        """Normalized field (B, d, *spatial) -> voxel displacement of shape (*array_shape, dim), components (i, j[, k])."""
+        voxels = normalized_to_voxels(field).detach().cpu().double()
+        vectors = torch.movedim(voxels, 1, -1).numpy()
+        if self.slice_axis is None:
+            return np.ascontiguousarray(vectors[0])
+        dim = len(self.array_shape)
+        in_plane_array_axes = [axis for axis in range(dim) if axis != self.slice_axis]
+        full = np.zeros((vectors.shape[0],) + vectors.shape[1:-1] + (dim,))
+        for channel, array_axis in enumerate(reversed(in_plane_array_axes)):
+            full[..., dim - 1 - array_axis] = vectors[..., channel]
+        return np.ascontiguousarray(np.moveaxis(full, 0, self.slice_axis))
+
+
+def choose_layout(mode: str, array_shape: Sequence[int], array_spacing: Sequence[float]) -> TensorLayout:
+    """Resolve ``auto`` and check that the requested mode fits the image's dimension."""
+    shape, spacing = tuple(int(n) for n in array_shape), tuple(float(s) for s in array_spacing)
+    dim = len(shape)
+    if dim == 2:
+        if mode not in ("auto", "2d"):
+            raise InputError(f"mode {mode} needs a 3-D volume, but the images are 2-D; use mode 2d or auto")
+        return TensorLayout("2d", shape, spacing)
+    if mode == "2d":
+        raise InputError("mode 2d needs 2-D images, but the images are 3-D; use slices for a thick-slice stack")
+    thinnest = min(range(dim), key=lambda axis: (shape[axis], -spacing[axis]))
+    thickest = max(range(dim), key=lambda axis: (spacing[axis], -axis))
+    slice_axis = thinnest if shape[thinnest] < 4 else thickest
+    is_stack = shape[thinnest] < 4 or spacing[thickest] >= THICK_SLICE_RATIO * min(spacing)
+    if mode == "slices" or (mode == "auto" and is_stack):
+        return TensorLayout("slices", shape, spacing, slice_axis)
+    if min(shape) < 4:
+        raise InputError(f"mode 3d needs at least 4 voxels along every axis, not {shape}; use slices")
+    return TensorLayout("3d", shape, spacing)

@@ -1,0 +1,70 @@
+"""Registration parameters: one frozen dataclass so that a run is fully described by one value."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SIMILARITIES = ("mi+ssim", "ssim", "mse", "mi")
+MODES = ("auto", "2d", "3d", "slices")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class RegistrationParameters:
+    """Settings of the multi-resolution ODE registration; defaults are the published ones.
+
+    The regularization weights follow the paper: alpha = 1/K for inverse consistency and gamma = lambda/K for the
+    displacement magnitude, K being the number of pyramid levels.
+    """
+
+    iterations: int = 800
+    levels: int = 2
+    learning_rate: float = 5e-4
+    regularization_lambda: float = 5.0
+    similarity: str = "mi+ssim"
+    smoothing_sigma: float = 2.0
+    """Gaussian LowPass of the velocity, in voxels of the finest in-plane spacing, at every level."""
+    conv_layers: int = 4
+    channels: int = 24
+    kernel_size_2d: int = 5
+    kernel_size_3d: int = 3
+    integration_steps: int = 7
+    """Scaling-and-squaring steps: the velocity is divided by 2**steps and then composed with itself."""
+    mode: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.iterations >= 1, f"iterations must be at least 1, not {self.iterations}"),
+            (1 <= self.levels <= 6, f"levels must be between 1 and 6, not {self.levels}"),
+            (self.learning_rate > 0, f"learning rate must be positive, not {self.learning_rate}"),
+            (self.regularization_lambda >= 0, f"lambda must be non-negative, not {self.regularization_lambda}"),
+            (self.similarity in SIMILARITIES, f"similarity must be one of {', '.join(SIMILARITIES)}"),
+            (self.smoothing_sigma >= 0, f"smoothing sigma must be non-negative, not {self.smoothing_sigma}"),
+            (self.conv_layers >= 2, f"conv layers must be at least 2, not {self.conv_layers}"),
+            (self.channels >= 1, f"channels must be at least 1, not {self.channels}"),
+            (self.kernel_size_2d % 2 == 1 and self.kernel_size_3d % 2 == 1, "kernel sizes must be odd"),
+            (self.integration_steps >= 0, f"integration steps must be non-negative, not {self.integration_steps}"),
+            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def inverse_consistency_weight(self) -> float:
+        """alpha = 1/K."""
+        return 1.0 / self.levels
+
+    @property
+    def magnitude_weight(self) -> float:
+        """gamma = lambda/K."""
+        return self.regularization_lambda / self.levels
+
+    def replace(self, **changes) -> "RegistrationParameters":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

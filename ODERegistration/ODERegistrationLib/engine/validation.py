@@ -1,0 +1,52 @@
+"""Input checks that turn bad files into one clear sentence instead of a traceback from deep inside torch."""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+
+class InputError(ValueError):
+    """An input image or label map cannot be registered; the message names the input and the problem."""
+
+
+def check_image(image: sitk.Image, name: str) -> np.ndarray:
+    """Return the image's array as float32 after checking it is a finite, non-constant 2-D or 3-D scalar image."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                         "a scalar (grey-level) image is needed")
+    if image.GetDimension() not in (2, 3):
+        raise InputError(f"{name}: is {image.GetDimension()}-D; only 2-D images and 3-D volumes can be registered")
+    if min(image.GetSize()) == 0 or image.GetNumberOfPixels() < 4:
+        raise InputError(f"{name}: is empty (size {image.GetSize()})")
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"{name}: contains NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise InputError(f"{name}: is constant (every voxel is {low:g}); there is nothing to register")
+    return array.astype(np.float32)
+
+
+def check_pair(fixed: sitk.Image, moving: sitk.Image, fixed_name: str, moving_name: str) -> None:
+    if fixed.GetDimension() != moving.GetDimension():
+        raise InputError(f"{moving_name}: is {moving.GetDimension()}-D but {fixed_name} is {fixed.GetDimension()}-D; "
+                         "both images need the same dimension")
+
+
+def check_labels(labels: sitk.Image, image: sitk.Image, labels_name: str, image_name: str) -> np.ndarray:
+    """Labels must be integer-valued, non-negative and lie on exactly the grid of their image."""
+    if labels.GetNumberOfComponentsPerPixel() != 1 or labels.GetDimension() != image.GetDimension():
+        raise InputError(f"{labels_name}: is not a scalar {image.GetDimension()}-D label map like {image_name}")
+    same_grid = (labels.GetSize() == image.GetSize()
+                 and np.allclose(labels.GetSpacing(), image.GetSpacing(), rtol=1e-4, atol=1e-5)
+                 and np.allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-3)
+                 and np.allclose(labels.GetDirection(), image.GetDirection(), atol=1e-4))
+    if not same_grid:
+        raise InputError(f"{labels_name}: its grid (size {labels.GetSize()}, spacing "
+                         f"{tuple(round(s, 4) for s in labels.GetSpacing())}) differs from the grid of {image_name} "
+                         f"(size {image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())}, "
+                         "or origin/direction)")
+    array = sitk.GetArrayFromImage(labels)
+    if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or array.min() < 0:
+        raise InputError(f"{labels_name}: a label map must hold non-negative whole numbers")
+    return array.astype(np.int64)

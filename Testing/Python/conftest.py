@@ -1,0 +1,45 @@
+"""Shared test fixtures: the real cardiac data in ../shared/data, made small enough for a 2-core CI."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("ODEREGISTRATION_TEST_DATA", REPOSITORY.parent / "shared" / "data"))
+
+
+def shrink_pair(pair: dict, factor: int) -> dict:
+    """Divide the in-plane resolution by ``factor`` (bin averaging); labels follow by nearest neighbour."""
+    small = {}
+    for image_key in ("fixed", "moving"):
+        image = pair[image_key]
+        factors = [factor, factor] + [1] * (image.GetDimension() - 2)
+        small[image_key] = sitk.BinShrink(sitk.Cast(image, sitk.sitkFloat32), factors)
+        small[f"{image_key}_labels"] = sitk.Resample(pair[f"{image_key}_labels"], small[image_key], sitk.Transform(),
+                                                     sitk.sitkNearestNeighbor, 0)
+    return small
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "sunnybrook" / "manifest.json").is_file():
+        pytest.fail(f"the shared test data is missing: expected {DATA} (set ODEREGISTRATION_TEST_DATA)")
+    return DATA
+
+
+def load_pair(data_dir: Path, dataset: str, pair_id: str) -> dict:
+    """A manifest pair as SimpleITK images: fixed, moving, fixed_labels, moving_labels."""
+    manifest = json.loads((data_dir / dataset / "manifest.json").read_text())
+    pair = next(p for p in manifest["pairs"] if p["id"] == pair_id)
+    return {key: sitk.ReadImage(str(data_dir / dataset / pair[key]))
+            for key in ("fixed", "moving", "fixed_labels", "moving_labels")}
+
+
+@pytest.fixture(scope="session")
+def small_2d_pair(data_dir) -> dict:
+    """ACDC patient 067 (normal heart) mid-ventricular ES/ED pair at half resolution (116 x 128)."""
+    return shrink_pair(load_pair(data_dir, "acdc", "acdc_patient067_2d_mid"), 2)

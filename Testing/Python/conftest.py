@@ -43,3 +43,48 @@ def load_pair(data_dir: Path, dataset: str, pair_id: str) -> dict:
 def small_2d_pair(data_dir) -> dict:
     """ACDC patient 067 (normal heart) mid-ventricular ES/ED pair at half resolution (116 x 128)."""
     return shrink_pair(load_pair(data_dir, "acdc", "acdc_patient067_2d_mid"), 2)
+
+
+@pytest.fixture
+def mrml(monkeypatch, request):
+    """A fresh, real MRML scene with the module logics the Logic needs (slicer-core wheel: no Qt, no application).
+
+    ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` point at it for slicer.util; a VTK ERROR printed
+    during the test fails it, unless the test is marked ``allow_vtk_errors``.
+    """
+    slicer = pytest.importorskip("slicer")
+    import types
+
+    import vtk
+
+    scene = slicer.vtkMRMLScene()
+    application_logic = slicer.vtkSlicerApplicationLogic()
+    application_logic.SetMRMLScene(scene)
+
+    def register(name, logic):
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(application_logic)
+        application_logic.SetModuleLogic(name, logic)
+        return logic
+
+    colors = register("Colors", application_logic.GetColorLogic())
+    colors.AddDefaultColorNodes()
+    logics = types.SimpleNamespace(
+        volumes=register("Volumes", slicer.vtkSlicerVolumesLogic()),
+        transforms=register("Transforms", slicer.vtkSlicerTransformLogic()),
+        segmentations=register("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
+    )
+    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+        **{name: types.SimpleNamespace(logic=(lambda logic=logic: logic)) for name, logic in vars(logics).items()}),
+        raising=False)
+    previous_window = vtk.vtkOutputWindow.GetInstance()
+    captured = vtk.vtkStringOutputWindow()
+    vtk.vtkOutputWindow.SetInstance(captured)
+    try:
+        yield types.SimpleNamespace(scene=scene, logics=logics)
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previous_window)
+        scene.Clear(1)
+    if "ERROR" in captured.GetOutput() and not request.node.get_closest_marker("allow_vtk_errors"):
+        pytest.fail("VTK reported errors:\n" + captured.GetOutput())

@@ -1,0 +1,5 @@
+"""The Qt-free Slicer logic: MRML nodes <-> engine. Imports slicer (MRML, slicer.util), vtk, numpy, torch; never Qt."""
+from .output_nodes import CREATE, OutputRequest, RegistrationOutputs
+from .registration_logic import ODERegistrationLogic, RegistrationRequest
+
+__all__ = ["CREATE", "ODERegistrationLogic", "OutputRequest", "RegistrationOutputs", "RegistrationRequest"]

@@ -1,0 +1,69 @@
+"""MRML volume nodes <-> SimpleITK images, in world coordinates (RAS in Slicer, LPS in ITK).
+
+A volume under a linear transform is read at its *world* position, so an initial alignment the user made is
+honoured rather than silently dropped; a volume under a non-linear transform is refused with a clear message.
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from ..engine import InputError
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+"""Flips RAS to LPS and back (its own inverse); applies to points, directions and displacement vectors."""
+
+
+def ijk_to_world(node: "slicer.vtkMRMLVolumeNode") -> np.ndarray:
+    """4x4 IJK -> world RAS matrix, including the node's parent transforms when they are linear."""
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(matrix)
+    parent = node.GetParentTransformNode()
+    if parent is None:
+        return ijk_to_ras
+    if not parent.IsTransformToWorldLinear():
+        raise InputError(f"{node.GetName()}: is under the non-linear transform {parent.GetName()}; "
+                         "harden it first or remove it")
+    to_world = vtk.vtkMatrix4x4()
+    parent.GetMatrixTransformToWorld(to_world)
+    return slicer.util.arrayFromVTKMatrix(to_world) @ ijk_to_ras
+
+
+def image_from_volume(node: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
+    """A copy of the volume as a SimpleITK image with its world geometry (LPS)."""
+    if node is None or node.GetImageData() is None:
+        raise InputError(f"{node.GetName() if node else 'volume'}: has no image data")
+    if node.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise InputError(f"{node.GetName()}: has {node.GetImageData().GetNumberOfScalarComponents()} components "
+                         "per voxel; a scalar (grey-level) volume is needed")
+    array = np.array(slicer.util.arrayFromVolume(node), copy=True)
+    image = sitk.GetImageFromArray(array)
+    _set_world_geometry(image, ijk_to_world(node))
+    return image
+
+
+def _set_world_geometry(image: sitk.Image, ijk_to_ras: np.ndarray) -> None:
+    linear = RAS_TO_LPS @ ijk_to_ras[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((linear / spacing).ravel().tolist())
+    image.SetOrigin((RAS_TO_LPS @ ijk_to_ras[:3, 3]).tolist())
+
+
+def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
+    """4x4 IJK -> RAS matrix of a 3-D SimpleITK image."""
+    matrix = np.eye(4)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    matrix[:3, :3] = RAS_TO_LPS @ direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = RAS_TO_LPS @ np.asarray(image.GetOrigin())
+    return matrix
+
+
+def fill_volume(node: "slicer.vtkMRMLVolumeNode", image: sitk.Image) -> None:
+    """Put a SimpleITK image's voxels and geometry into a volume node (which keeps no parent transform)."""
+    slicer.util.updateVolumeFromArray(node, sitk.GetArrayFromImage(image))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras_from_image(image)))
+    node.SetAndObserveTransformNodeID(None)

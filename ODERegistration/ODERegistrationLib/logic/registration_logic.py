@@ -1,0 +1,75 @@
+"""ODERegistrationLogic: MRML nodes in, MRML nodes out; the engine does the work.
+
+Qt-free on purpose (imports slicer's MRML classes, vtk, numpy, torch), so it runs in tests against the real MRML
+of the slicer-core wheel and in batch scripts, like the logic of Slicer's scripted-module template.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import slicer
+
+from ..engine import InputError, RegistrationParameters
+from .geometry import image_from_volume
+from .job import EngineInputs, RegistrationJob
+from .output_nodes import OutputRequest, RegistrationOutputs, build_outputs
+from .segmentations import labels_from_segmentation, segment_names
+
+
+@dataclass
+class RegistrationRequest:
+    """What to register: node references and parameters."""
+
+    fixed_volume: object
+    moving_volume: object
+    parameters: RegistrationParameters = RegistrationParameters()
+    moving_segmentation: Optional[object] = None
+    """Propagated onto the fixed volume."""
+    fixed_segmentation: Optional[object] = None
+    """Used only to score Dice and Hausdorff per segment."""
+
+
+class ODERegistrationLogic:
+    """Prepare inputs, run the engine (blocking or in a background job) and build the output nodes."""
+
+    def __init__(self, scene=None) -> None:
+        self.scene = scene if scene is not None else slicer.mrmlScene
+
+    def prepare(self, request: RegistrationRequest) -> EngineInputs:
+        """Snapshot the nodes into plain images on the main thread; nothing in the scene changes."""
+        if request.fixed_volume is None or request.moving_volume is None:
+            raise InputError("select both a fixed and a moving volume")
+        fixed, moving = request.fixed_volume, request.moving_volume
+        inputs = EngineInputs(image_from_volume(fixed), image_from_volume(moving), request.parameters,
+                              names={"fixed": fixed.GetName(), "moving": moving.GetName()})
+        if request.moving_segmentation is not None:
+            inputs.moving_labels = labels_from_segmentation(request.moving_segmentation, moving)
+            inputs.names["moving_labels"] = request.moving_segmentation.GetName()
+        if request.fixed_segmentation is not None:
+            moving_names = segment_names(request.moving_segmentation) if request.moving_segmentation else None
+            inputs.fixed_labels = labels_from_segmentation(request.fixed_segmentation, fixed, moving_names)
+            inputs.names["fixed_labels"] = request.fixed_segmentation.GetName()
+        return inputs
+
+    def start(self, request: RegistrationRequest) -> RegistrationJob:
+        """Start a background job; poll it, then call :meth:`finish` on the main thread."""
+        job = RegistrationJob(self.prepare(request))
+        job.start()
+        return job
+
+    def finish(self, job: RegistrationJob, request: RegistrationRequest,
+               outputs: OutputRequest = OutputRequest()) -> Optional[RegistrationOutputs]:
+        """Build the output nodes of a finished job; None when it was cancelled (the scene stays untouched)."""
+        if job.error is not None:
+            raise job.error
+        if job.cancelled or job.result is None:
+            return None
+        return build_outputs(self.scene, job.result, outputs, request.fixed_volume, request.moving_volume,
+                             request.moving_segmentation)
+
+    def run(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> RegistrationOutputs:
+        """Blocking run, for scripts and tests."""
+        job = RegistrationJob(self.prepare(request))
+        job.run()
+        return self.finish(job, request, outputs)

@@ -1,0 +1,76 @@
+"""Segmentation nodes <-> label maps, keeping segment names, colours and terminology."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from .geometry import image_from_volume
+
+
+def segment_ids(segmentation_node: "slicer.vtkMRMLSegmentationNode") -> List[str]:
+    segmentation = segmentation_node.GetSegmentation()
+    return [segmentation.GetNthSegmentID(index) for index in range(segmentation.GetNumberOfSegments())]
+
+
+def segment_names(segmentation_node: "slicer.vtkMRMLSegmentationNode") -> List[str]:
+    segmentation = segmentation_node.GetSegmentation()
+    return [segmentation.GetSegment(segment_id).GetName() for segment_id in segment_ids(segmentation_node)]
+
+
+def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode",
+                             reference_volume: "slicer.vtkMRMLVolumeNode",
+                             numbered_like: Optional[Sequence[str]] = None) -> sitk.Image:
+    """The segmentation as a label map on the reference volume's grid: label n is the n-th segment (1-based).
+
+    With ``numbered_like`` (segment names of another segmentation), a segment takes the number of the segment of
+    the same name there, and unmatched segments are left out: that is how fixed and moving segments are paired
+    for scoring. A temporary labelmap node is used for the export and removed again, so the scene is unchanged.
+    """
+    ids = vtk.vtkStringArray()
+    for segment_id in segment_ids(segmentation_node):
+        ids.InsertNextValue(segment_id)
+    scene = segmentation_node.GetScene()
+    nodes_before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ODERegistration temporary labels")
+    try:
+        exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, ids, labelmap, reference_volume)
+        if not exported:
+            raise RuntimeError(f"{segmentation_node.GetName()}: its segments could not be exported to a label map")
+        image = image_from_volume(labelmap)
+    finally:
+        added = [scene.GetNthNode(index) for index in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in nodes_before:
+                scene.RemoveNode(node)
+    labels = sitk.Cast(image, sitk.sitkUInt16)
+    if numbered_like is None:
+        return labels
+    array = sitk.GetArrayFromImage(labels)
+    renumbered = np.zeros_like(array)
+    for value, name in enumerate(segment_names(segmentation_node), start=1):
+        if name in numbered_like:
+            renumbered[array == value] = list(numbered_like).index(name) + 1
+    matched = sitk.GetImageFromArray(renumbered)
+    matched.CopyInformation(labels)
+    return matched
+
+
+def fill_segmentation(target: "slicer.vtkMRMLSegmentationNode", labels: sitk.Image,
+                      source: "slicer.vtkMRMLSegmentationNode", source_ids: List[str],
+                      reference_volume: "slicer.vtkMRMLVolumeNode") -> None:
+    """Replace the target's segments by the label map's, named, coloured and tagged like the source's segments."""
+    target.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    segmentation = target.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    array = sitk.GetArrayFromImage(labels)
+    for value, source_id in enumerate(source_ids, start=1):
+        segment = slicer.vtkSegment()
+        segment.DeepCopyMetadata(source.GetSegmentation().GetSegment(source_id))
+        segmentation.AddSegment(segment, source_id)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((array == value).astype(np.uint8), target, source_id,
+                                                         reference_volume)

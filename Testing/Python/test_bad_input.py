@@ -1,0 +1,83 @@
+"""Each bad input gets one clear line naming the file and the problem, exit code 2, and no output directory."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ODERegistrationLib.cli.main import main
+
+
+def image_2d(array=None, spacing=(1.0, 1.0)):
+    if array is None:
+        array = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    return image
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(name, image):
+        path = tmp_path / name
+        sitk.WriteImage(image, str(path))
+        return str(path)
+    return _write
+
+
+def run_cli(tmp_path, capsys, fixed, moving, *extra):
+    output = tmp_path / "out"
+    code = main(["register", "--fixed", fixed, "--moving", moving, "--output-dir", str(output),
+                 "--iterations", "1", "--quiet", *extra])
+    message = capsys.readouterr().err.strip()
+    return code, message, output
+
+
+CASES = {
+    "dimension mismatch": (lambda: image_2d(), lambda: sitk.Image([16, 16, 16], sitk.sitkFloat32) + 1.0, "same dimension"),
+    "4-D image": (lambda: image_2d(), lambda: sitk.JoinSeries([sitk.Image([8, 8, 8], sitk.sitkFloat32)] * 2), "4-D"),
+    "vector image": (lambda: image_2d(), lambda: sitk.Image([16, 16], sitk.sitkVectorFloat32, 3), "components"),
+    "constant image": (lambda: image_2d(np.full((32, 32), 7, np.float32)), lambda: image_2d(), "constant"),
+    "NaN": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.nan, 1.0).astype(np.float32)), "NaN"),
+    "infinity": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.inf, 1.0).astype(np.float32)), "infinite"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_image_gives_a_clear_error(case, tmp_path, capsys, write):
+    make_fixed, make_moving, expected = CASES[case]
+    fixed, moving = write("fixed.nii.gz", make_fixed()), write("moving.nrrd", make_moving())
+    code, message, output = run_cli(tmp_path, capsys, fixed, moving)
+    assert code == 2
+    assert expected in message and message.count("\n") == 0
+    assert ("fixed" in message and fixed in message) or ("moving" in message and moving in message)
+    assert not output.exists()
+
+
+def test_unreadable_and_missing_files(tmp_path, capsys, write):
+    fixed = write("fixed.nii.gz", image_2d())
+    garbage = tmp_path / "notes.nii.gz"
+    garbage.write_text("not an image")
+    code, message, output = run_cli(tmp_path, capsys, fixed, str(garbage))
+    assert code == 2 and str(garbage) in message and "cannot be read" in message and not output.exists()
+    code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
+    assert code == 2 and "no such file" in message
+
+
+def test_labels_on_another_grid(tmp_path, capsys, write):
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
+    labels = write("labels.nii.gz", sitk.Image([16, 16], sitk.sitkUInt8))
+    code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--moving-labels", labels)
+    assert code == 2 and labels in message and "grid" in message and not output.exists()
+
+
+def test_images_that_do_not_overlap(tmp_path, capsys, write):
+    far = image_2d()
+    far.SetOrigin((1000.0, 1000.0))
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", far)
+    code, message, output = run_cli(tmp_path, capsys, fixed, moving)
+    assert code == 2 and "does not overlap" in message and not output.exists()
+
+
+def test_mode_that_does_not_fit_the_images(tmp_path, capsys, write):
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
+    code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--mode", "3d")
+    assert code == 2 and "mode 3d" in message and not output.exists()

@@ -1,0 +1,67 @@
+"""Layouts (2-D, 3-D, slice-by-slice), device choice, and a slice-by-slice run on a real stack."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ODERegistrationLib.engine import DeviceError, InputError, RegistrationParameters, register_images
+from ODERegistrationLib.engine.device import choose_device, is_out_of_memory, out_of_memory_message
+from ODERegistrationLib.engine.layout import choose_layout
+
+from conftest import load_pair, shrink_pair
+
+
+def test_auto_picks_slices_for_thick_stacks_and_3d_for_isotropic_volumes():
+    assert choose_layout("auto", (10, 232, 256), (10.0, 1.5625, 1.5625)).mode == "slices"
+    assert choose_layout("auto", (10, 232, 256), (10.0, 1.5625, 1.5625)).slice_axis == 0
+    assert choose_layout("auto", (64, 64, 64), (1.0, 1.0, 1.2)).mode == "3d"
+    assert choose_layout("auto", (64, 64), (1.0, 1.0)).mode == "2d"
+    assert choose_layout("auto", (64, 1, 64), (1.0, 1.0, 1.0)).slice_axis == 1
+    with pytest.raises(InputError, match="mode 2d"):
+        choose_layout("2d", (8, 8, 8), (1.0, 1.0, 1.0))
+
+
+def test_slices_layout_round_trip_puts_in_plane_vectors_on_the_right_axes():
+    layout = choose_layout("slices", (3, 5, 7), (9.0, 1.0, 1.0))
+    tensor = layout.to_tensor(np.zeros((3, 5, 7), np.float32), torch.device("cpu"))
+    assert tuple(tensor.shape) == (3, 1, 5, 7)
+    field = torch.zeros(3, 2, 5, 7)
+    field[:, 0] = 1.0  # x = i, one normalized unit = 3 voxels along the 7-voxel axis
+    field[:, 1] = -1.0  # y = j, 2 voxels along the 5-voxel axis
+    vectors = layout.to_voxel_displacement(field)
+    assert vectors.shape == (3, 5, 7, 3)
+    assert np.allclose(vectors[..., 0], 3.0) and np.allclose(vectors[..., 1], -2.0) and np.allclose(vectors[..., 2], 0.0)
+
+
+def test_device_choice_on_a_cpu_machine():
+    assert choose_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="cuda"):
+            choose_device("cuda")
+        assert choose_device("auto").type in ("cpu", "mps")
+
+
+def test_out_of_memory_is_recognised_and_explained():
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    message = out_of_memory_message(torch.device("cuda"), (256, 256, 160))
+    assert "256 x 256 x 160" in message and "cpu" in message
+
+
+def test_slice_by_slice_on_a_real_stack_keeps_slices_apart(data_dir):
+    pair = shrink_pair(load_pair(data_dir, "acdc", "acdc_patient046_3d"), 4)
+    result = register_images(pair["fixed"], pair["moving"], RegistrationParameters(iterations=30, mode="slices"),
+                             moving_labels=pair["moving_labels"], fixed_labels=pair["fixed_labels"])
+    assert result.report["mode"] == "slices"
+    vectors = sitk.GetArrayFromImage(result.forward)
+    assert np.abs(vectors[..., 2]).max() == 0.0  # no through-plane motion
+    assert np.abs(vectors[..., :2]).max() > 0.1
+    assert result.report["folded_voxels"] == 0
+    assert result.warped_labels.GetSize() == pair["fixed"].GetSize()
+
+
+def test_3d_mode_runs_on_a_volume(data_dir):
+    pair = shrink_pair(load_pair(data_dir, "acdc", "acdc_patient046_3d"), 8)
+    result = register_images(pair["fixed"], pair["moving"], RegistrationParameters(iterations=3, mode="3d", levels=1))
+    assert result.report["mode"] == "3d"
+    assert sitk.GetArrayFromImage(result.forward).shape == tuple(reversed(pair["fixed"].GetSize())) + (3,)

@@ -1,0 +1,208 @@
+"""The Logic on real MRML (slicer-core): transform, warped volume, Jacobian and propagated segmentation agree with
+the engine and with independent readers (SimpleITK, MRML resampling); inputs are never changed; Cancel is clean."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer")
+import vtk  # noqa: E402
+
+from ODERegistrationLib.engine import InputError, RegistrationParameters  # noqa: E402
+from ODERegistrationLib.engine.metrics import label_scores  # noqa: E402
+from ODERegistrationLib.logic import ODERegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
+from ODERegistrationLib.logic.geometry import fill_volume, image_from_volume  # noqa: E402
+from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
+
+from conftest import load_pair, shrink_pair  # noqa: E402
+
+SEGMENT_NAMES = {1: "RV cavity", 2: "LV myocardium", 3: "LV cavity"}
+
+
+def as_3d(image: sitk.Image) -> sitk.Image:
+    """Slicer volumes are 3-D: a 2-D image becomes a one-slice volume."""
+    return image if image.GetDimension() == 3 else sitk.JoinSeries(image)
+
+
+def add_volume(scene, image, name, class_name="vtkMRMLScalarVolumeNode"):
+    node = scene.AddNewNodeByClass(class_name, name)
+    fill_volume(node, as_3d(image))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def add_segmentation(scene, labels, reference, name):
+    labelmap = add_volume(scene, labels, name + " labels", "vtkMRMLLabelMapVolumeNode")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    for index in range(segmentation.GetSegmentation().GetNumberOfSegments()):
+        segment = segmentation.GetSegmentation().GetNthSegment(index)
+        segment.SetName(SEGMENT_NAMES.get(index + 1, segment.GetName()))
+        segment.SetColor(0.1 * (index + 1), 0.5, 0.9 - 0.2 * index)
+    scene.RemoveNode(labelmap.GetDisplayNode())
+    scene.RemoveNode(labelmap)
+    return segmentation
+
+
+def input_state(nodes):
+    """Each input's identity, name, parent transform, storage node, voxels and segments."""
+    state = []
+    for node in nodes:
+        content = None
+        if node.IsA("vtkMRMLVolumeNode"):
+            content = np.array(slicer.util.arrayFromVolume(node), copy=True)
+        elif node.IsA("vtkMRMLSegmentationNode"):
+            content = [node.GetSegmentation().GetNthSegment(i).GetName()
+                       for i in range(node.GetSegmentation().GetNumberOfSegments())]
+        state.append((node.GetID(), node.GetName(), node.GetTransformNodeID(), node.GetStorageNodeID(), content))
+    return state
+
+
+def assert_unchanged(before, after):
+    assert len(before) == len(after)
+    for old, new in zip(before, after):
+        assert old[:4] == new[:4]
+        assert np.array_equal(old[4], new[4]) if isinstance(old[4], np.ndarray) else old[4] == new[4]
+
+
+def transform_point_difference(node, field: sitk.Image, points_ras) -> float:
+    """Largest distance between MRML's FromParent mapping and SimpleITK's reading of the engine's field."""
+    itk = sitk.DisplacementFieldTransform(sitk.Image(field))
+    from_parent = node.GetTransformFromParent()
+    flip = np.array([-1.0, -1.0, 1.0])
+    worst = 0.0
+    for point in points_ras:
+        mrml_point = np.array(from_parent.TransformPoint(point))
+        itk_point = np.array(itk.TransformPoint((point * flip).tolist())) * flip
+        worst = max(worst, float(np.linalg.norm(mrml_point - itk_point)))
+    return worst
+
+
+def grid_points(volume, step=7):
+    image = image_from_volume(volume)
+    size = image.GetSize()
+    flip = np.array([-1.0, -1.0, 1.0])
+    return [np.array(image.TransformContinuousIndexToPhysicalPoint((i + 0.3, j + 0.6, k))) * flip
+            for i in range(2, size[0] - 2, step) for j in range(2, size[1] - 2, step) for k in range(size[2])]
+
+
+@pytest.fixture
+def cardiac_2d(mrml, data_dir):
+    pair = shrink_pair(load_pair(data_dir, "acdc", "acdc_patient067_2d_mid"), 2)
+    fixed = add_volume(mrml.scene, pair["fixed"], "ES")
+    moving = add_volume(mrml.scene, pair["moving"], "ED")
+    return {"fixed": fixed, "moving": moving,
+            "moving_segmentation": add_segmentation(mrml.scene, pair["moving_labels"], moving, "ED segmentation"),
+            "fixed_segmentation": add_segmentation(mrml.scene, pair["fixed_labels"], fixed, "ES segmentation")}
+
+
+def test_2d_outputs_agree_with_engine_and_independent_readers(mrml, cardiac_2d):
+    fixed, moving = cardiac_2d["fixed"], cardiac_2d["moving"]
+    inputs = [fixed, moving, cardiac_2d["moving_segmentation"], cardiac_2d["fixed_segmentation"]]
+    before = input_state(inputs)
+    request = RegistrationRequest(fixed, moving, RegistrationParameters(iterations=60),
+                                  cardiac_2d["moving_segmentation"], cardiac_2d["fixed_segmentation"])
+    outputs = ODERegistrationLogic(mrml.scene).run(request)
+
+    assert_unchanged(before, input_state(inputs))
+    # the transform maps points like the engine's displacement read by SimpleITK
+    assert transform_point_difference(outputs.forward_transform, outputs.result.forward, grid_points(fixed)) < 1e-3
+    assert transform_point_difference(outputs.inverse_transform, outputs.result.backward, grid_points(fixed)) < 1e-3
+    # MRML resampling of the moving volume through the transform reproduces the engine's warped image
+    moving.SetAndObserveTransformNodeID(outputs.forward_transform.GetID())
+    resampled = slicer.vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume(moving, fixed)
+    moving.SetAndObserveTransformNodeID(None)
+    difference = np.abs(slicer.util.arrayFromVolume(resampled) - slicer.util.arrayFromVolume(outputs.warped_volume))
+    assert difference.max() < 1e-2 * np.ptp(slicer.util.arrayFromVolume(moving))
+    # the Jacobian volume has the fixed geometry and its own diverging colour table
+    for node in (outputs.warped_volume, outputs.jacobian_volume):
+        assert np.allclose(slicer.util.arrayFromVTKMatrix(_ijk_to_ras(node)), slicer.util.arrayFromVTKMatrix(_ijk_to_ras(fixed)))
+    assert outputs.jacobian_volume.GetDisplayNode().GetColorNode().IsA("vtkMRMLProceduralColorNode")
+    assert outputs.report["folded_voxels"] == 0
+    # the propagated segmentation keeps names and colours and scores the engine's Dice
+    propagated = outputs.propagated_segmentation
+    source = cardiac_2d["moving_segmentation"].GetSegmentation()
+    for index in range(source.GetNumberOfSegments()):
+        copy = propagated.GetSegmentation().GetNthSegment(index)
+        assert copy.GetName() == source.GetNthSegment(index).GetName()
+        assert np.allclose(copy.GetColor(), source.GetNthSegment(index).GetColor())
+    propagated_labels = labels_from_segmentation(propagated, fixed)
+    fixed_labels = labels_from_segmentation(cardiac_2d["fixed_segmentation"], fixed)
+    scores = label_scores(fixed_labels, propagated_labels, [1, 2, 3])
+    for label, score in scores.items():
+        engine = outputs.report["labels"][str(label)]["after"]["dice"]
+        assert score.dice == pytest.approx(engine, abs=1e-6)
+        assert engine > outputs.report["labels"][str(label)]["before"]["dice"]
+    assert outputs.segment_names == {"1": "RV cavity", "2": "LV myocardium", "3": "LV cavity"}
+
+
+def _ijk_to_ras(node):
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def test_oblique_3d_stack_transform_matches_engine(mrml, data_dir):
+    pair = shrink_pair(load_pair(data_dir, "sunnybrook", "scd_SCD0000101_3d"), 4)
+    fixed = add_volume(mrml.scene, pair["fixed"], "ES")
+    moving = add_volume(mrml.scene, pair["moving"], "ED")
+    direction = np.asarray(pair["fixed"].GetDirection()).reshape(3, 3)
+    assert np.abs(direction - np.diag(np.diag(direction))).max() > 0.3  # really oblique
+    outputs = ODERegistrationLogic(mrml.scene).run(
+        RegistrationRequest(fixed, moving, RegistrationParameters(iterations=8, mode="slices")),
+        OutputRequest(inverse_transform=None, jacobian_volume=None))
+    assert outputs.report["mode"] == "slices"
+    assert outputs.inverse_transform is None and outputs.jacobian_volume is None
+    assert transform_point_difference(outputs.forward_transform, outputs.result.forward, grid_points(fixed, 9)) < 1e-3
+    moving.SetAndObserveTransformNodeID(outputs.forward_transform.GetID())
+    resampled = slicer.vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume(moving, fixed)
+    moving.SetAndObserveTransformNodeID(None)
+    difference = np.abs(slicer.util.arrayFromVolume(resampled) - slicer.util.arrayFromVolume(outputs.warped_volume))
+    assert np.median(difference) < 1e-3 * np.ptp(slicer.util.arrayFromVolume(moving))
+
+
+def test_initial_linear_transform_of_the_moving_volume_is_honoured(mrml, cardiac_2d):
+    moving = cardiac_2d["moving"]
+    shift = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "initial alignment")
+    matrix = np.eye(4)
+    matrix[:3, 3] = [12.0, -7.0, 0.0]
+    shift.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
+    plain_origin = np.array(image_from_volume(moving).GetOrigin())
+    moving.SetAndObserveTransformNodeID(shift.GetID())
+    shifted_origin = np.array(image_from_volume(moving).GetOrigin())
+    assert np.allclose(shifted_origin - plain_origin, [-12.0, 7.0, 0.0])  # RAS shift seen in LPS
+    outputs = ODERegistrationLogic(mrml.scene).run(
+        RegistrationRequest(cardiac_2d["fixed"], moving, RegistrationParameters(iterations=2)))
+    assert moving.GetTransformNodeID() == shift.GetID()  # the input keeps its transform
+    assert outputs.warped_volume.GetTransformNodeID() is None
+
+
+def test_non_linear_parent_transform_is_refused(mrml, cardiac_2d):
+    outputs = ODERegistrationLogic(mrml.scene).run(
+        RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=1)),
+        OutputRequest(inverse_transform=None, warped_volume=None, jacobian_volume=None, propagated_segmentation=None))
+    cardiac_2d["moving"].SetAndObserveTransformNodeID(outputs.forward_transform.GetID())
+    with pytest.raises(InputError, match="non-linear"):
+        ODERegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"]))
+
+
+def test_cancel_leaves_the_scene_unchanged(mrml, cardiac_2d):
+    inputs = list(cardiac_2d.values())
+    before, node_count = input_state(inputs), mrml.scene.GetNumberOfNodes()
+    logic = ODERegistrationLogic(mrml.scene)
+    request = RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=10_000),
+                                  cardiac_2d["moving_segmentation"])
+    job = logic.start(request)
+    while not job.poll():  # wait until it really iterates
+        job.wait(0.05)
+    job.cancel()
+    job.wait(30)
+    assert not job.running and job.cancelled
+    assert logic.finish(job, request) is None
+    assert_unchanged(before, input_state(inputs))
+    assert mrml.scene.GetNumberOfNodes() == node_count
+
+
+def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
+    with pytest.raises(InputError, match="fixed and a moving"):
+        ODERegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))

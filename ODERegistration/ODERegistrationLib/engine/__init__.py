@@ -1,14 +1,28 @@
 """The registration engine: pure Python (torch, numpy, SimpleITK), no Slicer.
 
 Entry point for callers: :func:`register_images` with :class:`RegistrationParameters`.
+Names are loaded on first use, so the Slicer panel can read parameter defaults before torch is installed.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .device import DeviceError  # noqa: E402
-from .parameters import RegistrationParameters  # noqa: E402
-from .progress import Progress, RegistrationCancelled  # noqa: E402
-from .registration import RegistrationResult, register_images  # noqa: E402
-from .validation import InputError  # noqa: E402
+_EXPORTS = {
+    "DeviceError": ".device",
+    "InputError": ".validation",
+    "Progress": ".progress",
+    "RegistrationCancelled": ".progress",
+    "RegistrationParameters": ".parameters",
+    "RegistrationResult": ".registration",
+    "register_images": ".registration",
+}
 
-__all__ = ["DeviceError", "InputError", "Progress", "RegistrationCancelled", "RegistrationParameters",
-           "RegistrationResult", "register_images", "__version__"]
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -4,19 +4,31 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from monai.losses import GlobalMutualInformationLoss, SSIMLoss
+from monai.losses import GlobalMutualInformationLoss
+
+from .fields import gaussian_smooth
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-
-def _ssim(dim: int, shape: Sequence[int]) -> Similarity:
-    """SSIM loss with the largest odd window (11 in 2-D, 7 in 3-D for cost) that fits the grid."""
-    window = min([11 if dim == 2 else 7] + [n if n % 2 else n - 1 for n in shape])
-    loss = SSIMLoss(spatial_dims=dim, data_range=1.0, win_size=max(window, 3))
-    return loss
+SSIM_SIGMA = 1.5
+"""Gaussian window of SSIM (Wang et al. 2004), in voxels."""
 
 
-def similarity_loss(name: str, dim: int, shape: Sequence[int]) -> Similarity:
+def ssim_loss(warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean SSIM with a Gaussian window, for images in [0, 1].
+
+    The five local statistics are blurred in one separable pass, which in 3-D is several times cheaper than the
+    full 7x7x7 or 11x11x11 kernel of a non-separable implementation.
+    """
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    stacked = torch.cat([warped, target, warped * warped, target * target, warped * target], dim=1)
+    mu_x, mu_y, xx, yy, xy = gaussian_smooth(stacked, [SSIM_SIGMA] * (warped.dim() - 2)).unbind(dim=1)
+    var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    return 1.0 - ssim.mean()
+
+
+def similarity_loss(name: str) -> Similarity:
     """Dissimilarity of two images in [0, 1] of shape (B, 1, *shape), averaged over the batch; lower is better."""
     if name == "mse":
         return lambda warped, target: torch.mean((warped - target) ** 2)
@@ -24,7 +36,7 @@ def similarity_loss(name: str, dim: int, shape: Sequence[int]) -> Similarity:
     if "mi" in name.split("+"):
         terms.append(GlobalMutualInformationLoss())
     if "ssim" in name.split("+"):
-        terms.append(_ssim(dim, shape))
+        terms.append(ssim_loss)
     if not terms:
         raise ValueError(f"unknown similarity {name!r}")
     return lambda warped, target: sum(term(warped, target) for term in terms)

@@ -39,13 +39,12 @@ class _Level:
     def __init__(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float], finest_spacing: float,
                  parameters: RegistrationParameters) -> None:
         shape = tuple(fixed.shape[2:])
-        dim = len(shape)
         self.shape = shape
         self.fixed, self.moving = fixed, moving
         self.grid = identity_grid(shape, fixed.device)
         self.weights = physical_weights(shape, spacing, fixed.device)
         self.velocity_sigmas = [parameters.smoothing_sigma * finest_spacing / s for s in spacing]
-        self.similarity = similarity_loss(parameters.similarity, dim, shape)
+        self.similarity = similarity_loss(parameters.similarity)
 
 
 def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float],

@@ -1,0 +1,25 @@
+"""The benchmark on one real pair: the CSV has its columns, the engine beats unregistered, missing peers are reported."""
+import csv
+
+from benchmarks import methods
+from benchmarks.run_benchmark import main
+
+COLUMNS = {"pair", "method", "label", "label_name", "dice_before", "dice_after", "hausdorff_mm_before",
+           "hausdorff_mm_after", "hausdorff95_mm_before", "hausdorff95_mm_after", "folded_voxels", "folded_fraction",
+           "min_jacobian", "inverse_consistency_mm", "seconds", "peak_rss_mb"}
+
+
+def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(methods.METHODS, "elastix", methods.Method("elastix", "no_such_package_here", methods.run_elastix))
+    output = tmp_path / "bench"
+    assert main(["--data", str(data_dir / "sunnybrook"), "--dim", "2", "--pairs", "1", "--output-dir", str(output),
+                 "--methods", "ode", "demons", "elastix", "--iterations", "150"]) == 0
+    rows = list(csv.DictReader((output / "results.csv").open()))
+    assert COLUMNS == set(rows[0])
+    assert {row["method"] for row in rows} == {"ode", "demons"}
+    ode = next(row for row in rows if row["method"] == "ode")
+    assert float(ode["dice_after"]) > float(ode["dice_before"])
+    assert int(ode["folded_voxels"]) == 0 and float(ode["inverse_consistency_mm"]) < 1.0
+    summary = (output / "summary.md").read_text()
+    assert "no_such_package_here" in summary and "| ode |" in summary
+    assert (output / "reliability.png").read_bytes()[:4] == b"\x89PNG"

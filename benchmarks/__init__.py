@@ -1,0 +1,1 @@
+"""Benchmark of the engine against ANTs SyN, elastix and SimpleITK demons (not part of the installed package)."""

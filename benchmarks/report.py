@@ -1,0 +1,96 @@
+"""results.csv -> summary.md (the paper's Table-1 layout, with time ratios to ANTs SyN) and reliability.png."""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+RELIABILITY_THRESHOLDS = [round(0.5 + 0.005 * step, 3) for step in range(101)]
+
+
+def write_csv(rows: List[Dict], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _mean_sd(values: List[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], title: str) -> str:
+    labels = sorted({(row["label"], row["label_name"]) for row in rows})
+    by_method = defaultdict(list)
+    for row in rows:
+        by_method[row["method"]].append(row)
+    lines = [f"## {title}", "", f"Pairs: {len({row['pair'] for row in rows})}.", ""]
+    header = "| method | " + " | ".join(f"Dice {name}" for _, name in labels) + " | HD95 mm (mean) | folded voxels (mean %) | median time s | time / SyN |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    first = methods[0] if methods else None
+    lines.append("| unregistered | " + " | ".join(
+        _mean_sd([r["dice_before"] for r in by_method[first] if r["label"] == label]) for label, _ in labels)
+        + " | " + _mean_sd([r["hausdorff95_mm_before"] for r in by_method[first]]) + " | – | – | – |")
+    syn_times = _pair_times(by_method.get("syn", []))
+    for method in methods:
+        method_rows = by_method.get(method, [])
+        if not method_rows:
+            continue
+        times = _pair_times(method_rows)
+        ratios = [times[pair] / syn_times[pair] for pair in times if pair in syn_times and syn_times[pair] > 0]
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else "–"
+        folds = [100 * v for v in _per_pair(method_rows, "folded_fraction").values()]
+        lines.append(f"| {method} | " + " | ".join(
+            _mean_sd([r["dice_after"] for r in method_rows if r["label"] == label]) for label, _ in labels)
+            + f" | {_mean_sd([r['hausdorff95_mm_after'] for r in method_rows])}"
+            + f" | {statistics.mean(folds):.4f}"
+            + f" | {statistics.median(times.values()):.2f} | {ratio} |")
+    ic = {method: _mean_sd(list(_per_pair(by_method[method], "inverse_consistency_mm").values()))
+          for method in methods if by_method.get(method)}
+    memory = {method: max(r["peak_rss_mb"] for r in by_method[method]) for method in methods if by_method.get(method)}
+    lines += ["", "Inverse consistency, mean round trip |x - D_B(D_F(x))| in mm (methods with an inverse): "
+              + ", ".join(f"{m} {v}" for m, v in ic.items() if v != "–") + ".",
+              "Peak resident memory of the worker process (MB, includes the Python libraries): "
+              + ", ".join(f"{m} {v:.0f}" for m, v in memory.items()) + "."]
+    if missing:
+        lines += ["", "Not run: " + "; ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _per_pair(rows: List[Dict], key: str) -> Dict[str, float]:
+    return {row["pair"]: float(row[key]) for row in rows}
+
+
+def _pair_times(rows: List[Dict]) -> Dict[str, float]:
+    return _per_pair(rows, "seconds")
+
+
+def reliability_plot(rows: List[Dict], methods: List[str], path: Path, title: str) -> None:
+    """R(d): fraction of (pair, label) cases whose Dice after registration exceeds d, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    cases = [("unregistered", [r["dice_before"] for r in rows if r["method"] == methods[0]])]
+    cases += [(m, [r["dice_after"] for r in rows if r["method"] == m]) for m in methods]
+    for name, dices in cases:
+        if dices:
+            axis.plot(RELIABILITY_THRESHOLDS, [sum(d > t for d in dices) / len(dices) for t in RELIABILITY_THRESHOLDS],
+                      label=name, linestyle="--" if name == "unregistered" else "-")
+    axis.set_xlabel("Dice threshold d")
+    axis.set_ylabel("R(d) = fraction of cases with Dice > d")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

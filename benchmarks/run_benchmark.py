@@ -1,0 +1,76 @@
+"""Run every method on every pair of a dataset and write results.csv, summary.md and reliability.png.
+
+    python -m benchmarks.run_benchmark --data ../shared/data/acdc --dim 2 --output-dir bench/acdc2d \
+        --methods ode syn synonly elastix demons --iterations 800
+
+Each (pair, method) runs in a fresh process, so peak memory is that method's own and one crash cannot take the
+others down.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import List, Optional
+
+from tqdm import tqdm
+
+from ODERegistrationLib.engine.parameters import MODES, SIMILARITIES, RegistrationParameters
+
+from .dataset import load_pairs
+from .evaluate import evaluate
+from .methods import METHODS
+from .report import reliability_plot, summary_markdown, write_csv
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run_benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with a manifest.json")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--dim", type=int, choices=(2, 3), help="only 2-D or only 3-D pairs")
+    parser.add_argument("--pairs", type=int, help="only the first N pairs")
+    defaults = RegistrationParameters()
+    parser.add_argument("--iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--levels", type=int, default=defaults.levels)
+    parser.add_argument("--similarity", choices=SIMILARITIES, default=defaults.similarity)
+    parser.add_argument("--mode", choices=MODES, default=defaults.mode)
+    parser.add_argument("--title", help="heading of summary.md (default: data folder and settings)")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    parameters = RegistrationParameters(iterations=arguments.iterations, levels=arguments.levels,
+                                        similarity=arguments.similarity, mode=arguments.mode, device="cpu")
+    pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs)
+    missing = [m.missing() for name, m in METHODS.items() if name in arguments.methods and m.missing()]
+    methods = [name for name in arguments.methods if METHODS[name].missing() is None]
+    for message in missing:
+        print(f"benchmark: {message}; skipped", file=sys.stderr)
+    options = {"ode_parameters": parameters}
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    tasks = [(pair, method) for pair in pairs for method in methods]
+    with tqdm(total=len(tasks), desc="benchmark", unit="run") as bar:
+        for pair, method in tasks:
+            bar.set_postfix_str(f"{pair.id} {method}")
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                rows.extend(pool.submit(evaluate, pair, method, options).result())
+            bar.update()
+    arguments.output_dir.mkdir(parents=True, exist_ok=True)
+    title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs, ode: "
+                                f"{parameters.iterations} iterations, {parameters.levels} levels, "
+                                f"{parameters.similarity}, mode {parameters.mode}")
+    write_csv(rows, arguments.output_dir / "results.csv")
+    summary = summary_markdown(rows, methods, missing, title)
+    (arguments.output_dir / "summary.md").write_text(summary)
+    reliability_plot(rows, methods, arguments.output_dir / "reliability.png", title)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

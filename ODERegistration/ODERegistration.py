@@ -21,8 +21,6 @@ from ODERegistrationLib.engine.parameters import DEVICES, MODES, SIMILARITIES, R
 
 DEFAULTS = RegistrationParameters()
 POLL_INTERVAL_MS = 200
-ENGINE_PACKAGES = {"monai": "monai>=1.3"}
-"""Python packages the engine needs beyond Slicer's own (torch is installed through the PyTorch extension)."""
 
 
 class ODERegistration(ScriptedLoadableModule):
@@ -167,9 +165,6 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
                     return
-        for name, requirement in ENGINE_PACKAGES.items():
-            if importlib.util.find_spec(name) is None:
-                slicer.util.pip_install(requirement)
         self._showDependencyStatus()
 
     def onApplyButton(self) -> None:
@@ -272,7 +267,8 @@ class ODERegistrationParameterLogic(ScriptedLoadableModuleLogic):
 
 
 def _missingPackages() -> list:
-    return [name for name in ["torch", *ENGINE_PACKAGES] if importlib.util.find_spec(name) is None]
+    """The engine needs only torch beyond what Slicer ships (numpy, SimpleITK)."""
+    return [name for name in ["torch"] if importlib.util.find_spec(name) is None]
 
 
 def _summary(outputs) -> str:

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-from ODERegistrationLib.engine.parameters import MODES, SIMILARITIES, RegistrationParameters
+from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_arguments
 
 from .dataset import load_pairs
 from .evaluate import evaluate
@@ -32,19 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--dim", type=int, choices=(2, 3), help="only 2-D or only 3-D pairs")
     parser.add_argument("--pairs", type=int, help="only the first N pairs")
-    defaults = RegistrationParameters()
-    parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--levels", type=int, default=defaults.levels)
-    parser.add_argument("--similarity", choices=SIMILARITIES, default=defaults.similarity)
-    parser.add_argument("--mode", choices=MODES, default=defaults.mode)
+    add_parameter_options(parser)  # the engine's options, exactly as the oderegistration command takes them
     parser.add_argument("--title", help="heading of summary.md (default: data folder and settings)")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
-    parameters = RegistrationParameters(iterations=arguments.iterations, levels=arguments.levels,
-                                        similarity=arguments.similarity, mode=arguments.mode, device="cpu")
+    parameters = parameters_from_arguments(arguments).replace(device="cpu")
     pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs)
     missing = [m.missing() for name, m in METHODS.items() if name in arguments.methods and m.missing()]
     methods = [name for name in arguments.methods if METHODS[name].missing() is None]
@@ -61,9 +56,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rows.extend(pool.submit(evaluate, pair, method, options).result())
             bar.update()
     arguments.output_dir.mkdir(parents=True, exist_ok=True)
-    title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs, ode: "
-                                f"{parameters.iterations} iterations, {parameters.levels} levels, "
-                                f"{parameters.similarity}, mode {parameters.mode}")
+    title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs, ode preset "
+                                f"{arguments.preset}: at most {parameters.iterations} iterations, net downsampling "
+                                f"{parameters.net_downsampling}, {parameters.levels} levels, {parameters.similarity}, "
+                                f"mode {parameters.mode}")
     write_csv(rows, arguments.output_dir / "results.csv")
     summary = summary_markdown(rows, methods, missing, title)
     (arguments.output_dir / "summary.md").write_text(summary)

@@ -11,13 +11,14 @@ from typing import List, Optional
 
 from ..engine import DeviceError, InputError, RegistrationCancelled, RegistrationParameters, register_images
 from ..engine.io import read_image, write_result
-from ..engine.parameters import DEVICES, MODES, SIMILARITIES
+from ..engine.parameters import DEVICES, MODES, PRESETS, SIMILARITIES
 from ..engine.qa import save_qa_figure
 from ..sample_data import sample_pair
 from .progress_bar import ProgressBar
 
 EXIT_INPUT_ERROR = 2
-DEFAULTS = RegistrationParameters()
+TUNABLE = {"iterations": int, "levels": int, "learning_rate": float, "regularization_lambda": float,
+           "smoothing_sigma": float, "net_downsampling": int, "seed": int}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,38 +31,41 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--moving-labels", help="label map on the moving image, propagated onto the fixed image")
     register.add_argument("--fixed-labels", help="label map on the fixed image, to score Dice and Hausdorff")
     register.add_argument("--output-dir", required=True, help="folder for the outputs")
-    _add_parameters(register)
+    add_parameter_options(register)
     demo = commands.add_parser("demo", help="register the built-in Sunnybrook sample pair")
     demo.add_argument("--output-dir", default="oderegistration_demo", help="folder for the outputs")
-    _add_parameters(demo)
+    add_parameter_options(demo)
     return parser
 
 
-def _add_parameters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="Adam iterations")
-    parser.add_argument("--levels", type=int, default=DEFAULTS.levels, help="pyramid levels K")
-    parser.add_argument("--similarity", choices=SIMILARITIES, default=DEFAULTS.similarity)
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate)
-    parser.add_argument("--lambda", dest="regularization_lambda", type=float, default=DEFAULTS.regularization_lambda,
-                        help="displacement penalty; gamma = lambda / K")
-    parser.add_argument("--smoothing-sigma", type=float, default=DEFAULTS.smoothing_sigma,
-                        help="Gaussian LowPass of the velocity, in voxels")
-    parser.add_argument("--mode", choices=MODES, default=DEFAULTS.mode,
-                        help="auto picks slices for thick-slice stacks")
-    parser.add_argument("--device", choices=DEVICES, default=DEFAULTS.device)
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+def add_parameter_options(parser: argparse.ArgumentParser) -> None:
+    """Options default to the chosen preset's values; any option given on the command line overrides it."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
+                        help="fast (default, measured in docs/benchmarks.md) or paper (the published settings)")
+    helps = {"regularization_lambda": "displacement penalty; gamma = lambda / K",
+             "smoothing_sigma": "Gaussian LowPass of the velocity, in voxels",
+             "net_downsampling": "net grid this many times coarser than each level (paper: 1)"}
+    for name, kind in TUNABLE.items():
+        flag = "--lambda" if name == "regularization_lambda" else "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, type=kind, help=helps.get(name))
+    parser.add_argument("--similarity", choices=SIMILARITIES)
+    parser.add_argument("--mode", choices=MODES, help="auto picks slices for thick-slice stacks")
+    parser.add_argument("--device", choices=DEVICES)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationParameters:
+    """The preset, with the options the user gave."""
+    given = {name: getattr(arguments, name) for name in [*TUNABLE, "similarity", "mode", "device"]
+             if getattr(arguments, name) is not None}
+    return PRESETS[arguments.preset].replace(**given)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
-        parameters = RegistrationParameters(
-            iterations=arguments.iterations, levels=arguments.levels, similarity=arguments.similarity,
-            learning_rate=arguments.learning_rate, regularization_lambda=arguments.regularization_lambda,
-            smoothing_sigma=arguments.smoothing_sigma, mode=arguments.mode, device=arguments.device,
-            seed=arguments.seed)
+        parameters = parameters_from_arguments(arguments)
     except ValueError as error:
         parser.error(str(error))
     inputs = _input_paths(arguments)

@@ -4,8 +4,6 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from monai.losses import GlobalMutualInformationLoss
-
 from .fields import gaussian_smooth
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,13 +26,49 @@ def ssim_loss(warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - ssim.mean()
 
 
+MI_BINS = 16
+
+
+def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: int = MI_BINS) -> torch.Tensor:
+    """Negative mutual information of images in [0, 1], averaged over the batch.
+
+    The joint histogram uses cubic B-spline Parzen windows (as Mattes MI in ITK): each voxel adds to 4 x 4 bins by
+    scatter-add rather than to every bin through a Gaussian (MONAI's GlobalMutualInformationLoss), which is several
+    times cheaper, and the cubic window keeps the gradient smooth in the intensities.
+    """
+    batch = warped.shape[0]
+    x_weights, x_index = _cubic_parzen(warped.reshape(batch, -1), bins)
+    y_weights, y_index = _cubic_parzen(target.reshape(batch, -1), bins)
+    offset = torch.arange(batch, device=warped.device).reshape(-1, 1) * bins * bins
+    joint = torch.zeros(batch * bins * bins, device=warped.device, dtype=warped.dtype)
+    for x_step in range(4):
+        for y_step in range(4):
+            index = offset + (x_index + x_step) * bins + (y_index + y_step)
+            joint = joint.index_add(0, index.reshape(-1), (x_weights[x_step] * y_weights[y_step]).reshape(-1))
+    joint = joint.reshape(batch, bins, bins) / x_index.shape[1]
+    marginals = joint.sum(dim=2, keepdim=True) * joint.sum(dim=1, keepdim=True)
+    eps = 1e-10
+    information = (joint * (torch.log(joint + eps) - torch.log(marginals + eps))).sum(dim=(1, 2))
+    return -information.mean()
+
+
+def _cubic_parzen(values: torch.Tensor, bins: int):
+    """Cubic B-spline weights of each value over 4 consecutive bins, and the first bin's index."""
+    position = 1.0 + values.clamp(0.0, 1.0) * (bins - 3)
+    first = position.detach().floor().clamp(max=bins - 3)
+    u = position - first
+    weights = ((1 - u) ** 3 / 6, (3 * u ** 3 - 6 * u ** 2 + 4) / 6, (-3 * u ** 3 + 3 * u ** 2 + 3 * u + 1) / 6,
+               u ** 3 / 6)
+    return weights, first.long() - 1
+
+
 def similarity_loss(name: str) -> Similarity:
     """Dissimilarity of two images in [0, 1] of shape (B, 1, *shape), averaged over the batch; lower is better."""
     if name == "mse":
         return lambda warped, target: torch.mean((warped - target) ** 2)
     terms: list[Similarity] = []
     if "mi" in name.split("+"):
-        terms.append(GlobalMutualInformationLoss())
+        terms.append(mutual_information_loss)
     if "ssim" in name.split("+"):
         terms.append(ssim_loss)
     if not terms:

@@ -9,6 +9,7 @@ similarity both ways, alpha * inverse consistency and gamma * ||D - x||^2 to one
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
@@ -21,6 +22,9 @@ from .network import VelocityNet
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
 from .pyramid import gaussian_pyramid, pyramid_shapes
+
+MIN_NET_SIZE = 16
+"""The net grid is not made coarser than this many voxels along an axis."""
 
 
 @dataclass
@@ -41,9 +45,11 @@ class _Level:
         shape = tuple(fixed.shape[2:])
         self.shape = shape
         self.fixed, self.moving = fixed, moving
-        self.grid = identity_grid(shape, fixed.device)
         self.weights = physical_weights(shape, spacing, fixed.device)
-        self.velocity_sigmas = [parameters.smoothing_sigma * finest_spacing / s for s in spacing]
+        self.net_shape = tuple(max(min(n, MIN_NET_SIZE), math.ceil(n / parameters.net_downsampling)) for n in shape)
+        self.net_grid = identity_grid(self.net_shape, fixed.device)
+        self.velocity_sigmas = [parameters.smoothing_sigma * finest_spacing / s * (m - 1) / max(n - 1, 1)
+                                for s, n, m in zip(spacing, shape, self.net_shape)]
         self.similarity = similarity_loss(parameters.similarity)
 
 
@@ -70,7 +76,8 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     optimizer = torch.optim.Adam(net.parameters(), lr=parameters.learning_rate)
 
     start = time.perf_counter()
-    loss_value = float("nan")
+    losses: List[float] = []
+    iteration = 0
     for iteration in range(1, parameters.iterations + 1):
         if cancel is not None and cancel():
             raise RegistrationCancelled(f"cancelled after {iteration - 1} iterations")
@@ -79,14 +86,25 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
         loss = torch.stack(level_losses).sum()
         loss.backward()
         optimizer.step()
-        loss_value = float(loss.detach())
+        losses.append(float(loss.detach()))
         if progress is not None:
-            progress(Progress(iteration, parameters.iterations, loss_value,
+            progress(Progress(iteration, parameters.iterations, losses[-1],
                               tuple(float(v.detach()) for v in level_losses), time.perf_counter() - start))
+        if _converged(losses, parameters):
+            break
 
     with torch.no_grad():
         (forward, backward), _ = _run_levels(net, levels, parameters)
-    return FieldPair(forward.detach(), backward.detach(), loss_value, parameters.iterations)
+    return FieldPair(forward.detach(), backward.detach(), losses[-1], iteration)
+
+
+def _converged(losses: List[float], parameters: RegistrationParameters) -> bool:
+    """True when the best loss of the last window improved by less than the tolerance on the window before."""
+    window = parameters.convergence_window
+    if parameters.convergence_tolerance <= 0 or len(losses) < 2 * window:
+        return False
+    previous, recent = min(losses[-2 * window:-window]), min(losses[-window:])
+    return previous - recent < parameters.convergence_tolerance * abs(recent)
 
 
 def _run_levels(net: VelocityNet, levels: List[_Level],
@@ -95,22 +113,23 @@ def _run_levels(net: VelocityNet, levels: List[_Level],
     forward = backward = None
     losses: List[torch.Tensor] = []
     for level in reversed(levels):
-        forward = _euler_step(net, level, forward, +level.grid, parameters)
-        backward = _euler_step(net, level, backward, -level.grid, parameters)
+        forward = _euler_step(net, level, forward, +level.net_grid, parameters)
+        backward = _euler_step(net, level, backward, -level.net_grid, parameters)
         losses.insert(0, _level_loss(level, forward, backward, parameters))
     return (forward, backward), losses
 
 
 def _euler_step(net: VelocityNet, level: _Level, coarser: torch.Tensor | None, grid: torch.Tensor,
                 parameters: RegistrationParameters) -> torch.Tensor:
-    """D_t = up(D_{t+1}) ∘ exp(LowPass(f_theta(grid, up(D_{t+1}))))."""
+    """D_t = up(D_{t+1}) ∘ exp(LowPass(f_theta(grid, up(D_{t+1})))), the net and exp on the level's net grid."""
     fields = level.fixed.shape[0]
     if coarser is None:
         coarser = torch.zeros(fields, len(level.shape), *level.shape, device=level.fixed.device)
     else:
         coarser = resize_field(coarser, level.shape)
-    velocity = gaussian_smooth(net(grid, coarser), level.velocity_sigmas)
-    return compose(coarser, exponentiate(velocity, parameters.integration_steps))
+    velocity = gaussian_smooth(net(grid, resize_field(coarser, level.net_shape)), level.velocity_sigmas)
+    step = resize_field(exponentiate(velocity, parameters.integration_steps), level.shape)
+    return compose(coarser, step)
 
 
 def _level_loss(level: _Level, forward: torch.Tensor, backward: torch.Tensor,

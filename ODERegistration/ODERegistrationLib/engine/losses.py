@@ -1,4 +1,4 @@
-"""Loss terms: image similarity (MI, SSIM, MSE, from MONAI where it has them) and field regularizers."""
+"""Loss terms: image similarity (MI, SSIM, MSE) and the field regularizers.
 from __future__ import annotations
 
 from typing import Callable, Sequence

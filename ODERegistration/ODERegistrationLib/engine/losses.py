@@ -1,4 +1,4 @@
-"""Loss terms: image similarity (MI, SSIM, MSE) and the field regularizers.
+"""Loss terms: image similarity (MI, SSIM, MSE) and the field regularizers."""
 from __future__ import annotations
 
 from typing import Callable, Sequence

@@ -56,6 +56,7 @@ class ODERegistrationParameterNode:
     learningRate: float = DEFAULTS.learning_rate
     regularizationLambda: float = DEFAULTS.regularization_lambda
     smoothingSigma: float = DEFAULTS.smoothing_sigma
+    netDownsampling: Annotated[int, WithinRange(1, 16)] = DEFAULTS.net_downsampling
     seed: int = DEFAULTS.seed
     forwardTransform: vtkMRMLGridTransformNode
     inverseTransform: vtkMRMLGridTransformNode
@@ -67,7 +68,7 @@ class ODERegistrationParameterNode:
         return RegistrationParameters(
             iterations=self.iterations, levels=self.levels, similarity=self.similarity, mode=self.mode,
             device=self.device, learning_rate=self.learningRate, regularization_lambda=self.regularizationLambda,
-            smoothing_sigma=self.smoothingSigma, seed=self.seed)
+            smoothing_sigma=self.smoothingSigma, net_downsampling=self.netDownsampling, seed=self.seed)
 
 
 class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

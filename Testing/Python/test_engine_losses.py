@@ -24,6 +24,16 @@ def test_ssim_works_in_3d():
 
 @pytest.mark.parametrize("name", ["mi+ssim", "ssim", "mse", "mi"])
 def test_every_similarity_prefers_the_aligned_image(image, name):
-    loss = similarity_loss(name)
+    loss = similarity_loss(name, image[0, 0].numel(), image.device)
     shifted = torch.roll(image, shifts=3, dims=-1)
     assert float(loss(image, image)) < float(loss(shifted, image))
+
+
+def test_mi_on_a_voxel_sample_stays_close_to_mi_on_all_voxels():
+    from ODERegistrationLib.engine.losses import mutual_information_loss
+
+    volume = gaussian_smooth(torch.rand(1, 1, 40, 40, 40, generator=torch.Generator().manual_seed(3)), [1.5] * 3)
+    other = torch.roll(volume, 2, dims=-1)
+    samples = torch.randperm(volume.numel(), generator=torch.Generator().manual_seed(0))[:20_000]
+    full, sampled = mutual_information_loss(volume, other), mutual_information_loss(volume, other, samples=samples)
+    assert abs(float(full) - float(sampled)) < 0.05 * abs(float(full))

@@ -1,7 +1,8 @@
 """Loss terms: image similarity (MI, SSIM, MSE) and the field regularizers."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Callable, Optional, Sequence
 
 import torch
 from .fields import gaussian_smooth
@@ -27,9 +28,13 @@ def ssim_loss(warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 MI_BINS = 16
+MI_MAX_SAMPLES = 200_000
+"""Above this many voxels per image, MI uses a fixed random subset of them (as ITK's Mattes MI samples), which
+bounds its memory: the scatter-add keeps 16 weights per sampled voxel for the backward pass."""
 
 
-def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: int = MI_BINS) -> torch.Tensor:
+def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: int = MI_BINS,
+                            samples: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Negative mutual information of images in [0, 1], averaged over the batch.
 
     The joint histogram uses cubic B-spline Parzen windows (as Mattes MI in ITK): each voxel adds to 4 x 4 bins by
@@ -37,8 +42,11 @@ def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: in
     times cheaper, and the cubic window keeps the gradient smooth in the intensities.
     """
     batch = warped.shape[0]
-    x_weights, x_index = _cubic_parzen(warped.reshape(batch, -1), bins)
-    y_weights, y_index = _cubic_parzen(target.reshape(batch, -1), bins)
+    warped, target = warped.reshape(batch, -1), target.reshape(batch, -1)
+    if samples is not None:
+        warped, target = warped[:, samples], target[:, samples]
+    x_weights, x_index = _cubic_parzen(warped, bins)
+    y_weights, y_index = _cubic_parzen(target, bins)
     offset = torch.arange(batch, device=warped.device).reshape(-1, 1) * bins * bins
     joint = torch.zeros(batch * bins * bins, device=warped.device, dtype=warped.dtype)
     for x_step in range(4):
@@ -62,13 +70,21 @@ def _cubic_parzen(values: torch.Tensor, bins: int):
     return weights, first.long() - 1
 
 
-def similarity_loss(name: str) -> Similarity:
-    """Dissimilarity of two images in [0, 1] of shape (B, 1, *shape), averaged over the batch; lower is better."""
+def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0) -> Similarity:
+    """Dissimilarity of two images in [0, 1] of shape (B, 1, *shape), averaged over the batch; lower is better.
+
+    ``voxels`` is the number of voxels per image, to choose MI's sample (fixed for the whole run, so the loss is
+    deterministic and smooth from one iteration to the next).
+    """
     if name == "mse":
         return lambda warped, target: torch.mean((warped - target) ** 2)
     terms: list[Similarity] = []
     if "mi" in name.split("+"):
-        terms.append(mutual_information_loss)
+        samples = None
+        if voxels > MI_MAX_SAMPLES:
+            generator = torch.Generator().manual_seed(seed)
+            samples = torch.randperm(voxels, generator=generator)[:MI_MAX_SAMPLES].to(device)
+        terms.append(functools.partial(mutual_information_loss, samples=samples))
     if "ssim" in name.split("+"):
         terms.append(ssim_loss)
     if not terms:

@@ -50,7 +50,7 @@ class _Level:
         self.net_grid = identity_grid(self.net_shape, fixed.device)
         self.velocity_sigmas = [parameters.smoothing_sigma * finest_spacing / s * (m - 1) / max(n - 1, 1)
                                 for s, n, m in zip(spacing, shape, self.net_shape)]
-        self.similarity = similarity_loss(parameters.similarity)
+        self.similarity = similarity_loss(parameters.similarity, math.prod(shape), fixed.device, parameters.seed)
 
 
 def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float],

@@ -38,12 +38,12 @@ def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], t
     lines.append("| unregistered | " + " | ".join(
         _mean_sd([r["dice_before"] for r in by_method[first] if r["label"] == label]) for label, _ in labels)
         + " | " + _mean_sd([r["hausdorff95_mm_before"] for r in by_method[first]]) + " | – | – | – |")
-    syn_times = _pair_times(by_method.get("syn", []))
+    syn_times = _per_pair(by_method.get("syn", []), "seconds")
     for method in methods:
         method_rows = by_method.get(method, [])
         if not method_rows:
             continue
-        times = _pair_times(method_rows)
+        times = _per_pair(method_rows, "seconds")
         ratios = [times[pair] / syn_times[pair] for pair in times if pair in syn_times and syn_times[pair] > 0]
         ratio = f"{statistics.median(ratios):.2f}" if ratios else "–"
         folds = [100 * v for v in _per_pair(method_rows, "folded_fraction").values()]
@@ -66,10 +66,6 @@ def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], t
 
 def _per_pair(rows: List[Dict], key: str) -> Dict[str, float]:
     return {row["pair"]: float(row[key]) for row in rows}
-
-
-def _pair_times(rows: List[Dict]) -> Dict[str, float]:
-    return _per_pair(rows, "seconds")
 
 
 def reliability_plot(rows: List[Dict], methods: List[str], path: Path, title: str) -> None:

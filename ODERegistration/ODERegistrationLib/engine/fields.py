@@ -45,16 +45,12 @@ def exponentiate(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
 
 
 def resize_field(displacement: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Move a field to another grid size; values need no rescaling in normalized coordinates."""
+    """Move a field (or an image) to another grid size, linearly, corners fixed (``align_corners``); a
+    displacement needs no rescaling in normalized coordinates."""
     if tuple(displacement.shape[2:]) == tuple(shape):
         return displacement
     mode = "bilinear" if len(shape) == 2 else "trilinear"
     return F.interpolate(displacement, size=tuple(shape), mode=mode, align_corners=True)
-
-
-def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Linear resize on the same normalized grid (corner voxels stay put)."""
-    return resize_field(image, shape)
 
 
 def gaussian_smooth(tensor: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:

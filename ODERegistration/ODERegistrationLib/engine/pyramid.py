@@ -5,7 +5,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from .fields import gaussian_smooth, resize_image
+from .fields import gaussian_smooth, resize_field
 
 MIN_LEVEL_SIZE = 8
 
@@ -34,5 +34,5 @@ def gaussian_pyramid(image: torch.Tensor, levels: Sequence[Tuple[Tuple[int, ...]
         previous = images[-1]
         factors = [p / n for p, n in zip(previous.shape[2:], shape)]
         sigmas = [0.5 * f if f > 1.0 else 0.0 for f in factors]
-        images.append(resize_image(gaussian_smooth(previous, sigmas), shape))
+        images.append(resize_field(gaussian_smooth(previous, sigmas), shape))
     return images

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List
@@ -84,7 +85,7 @@ def reliability_plot(rows: List[Dict], methods: List[str], path: Path, title: st
                       label=name, linestyle="--" if name == "unregistered" else "-")
     axis.set_xlabel("Dice threshold d")
     axis.set_ylabel("R(d) = fraction of cases with Dice > d")
-    axis.set_title(title)
+    axis.set_title(textwrap.fill(title, 70), fontsize=8)
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

@@ -31,7 +31,7 @@ def test_no_folding(result):
 
 def test_forward_and_backward_maps_are_inverse(result):
     spacing = result.forward.GetSpacing()[0]
-    assert result.report["inverse_consistency_mm"] < 0.5 * spacing  # mean round-trip error under half a voxel
+    assert result.report["inverse_consistency_mm"] < spacing  # mean round trip under one voxel (3.125 mm here)
     fields = [sitk.GetArrayFromImage(image) for image in (result.forward, result.backward)]
     assert np.abs(fields[0]).max() > 0.5  # the maps really moved something
 

@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--fixed-labels", help="label map on the fixed image, to score Dice and Hausdorff")
     register.add_argument("--output-dir", required=True, help="folder for the outputs")
     add_parameter_options(register)
+    register.add_argument("--quiet", action="store_true", help="no progress bar")
     demo = commands.add_parser("demo", help="register the built-in Sunnybrook sample pair")
     demo.add_argument("--output-dir", default="oderegistration_demo", help="folder for the outputs")
     add_parameter_options(demo)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -51,7 +53,6 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--similarity", choices=SIMILARITIES)
     parser.add_argument("--mode", choices=MODES, help="auto picks slices for thick-slice stacks")
     parser.add_argument("--device", choices=DEVICES)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationParameters:

@@ -5,7 +5,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-import slicer
 import vtk
 
 from ..engine import RegistrationResult

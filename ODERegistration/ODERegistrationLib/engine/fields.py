@@ -79,3 +79,23 @@ def normalized_to_voxels(displacement: torch.Tensor) -> torch.Tensor:
     spatial = displacement.shape[2:]
     scale = torch.tensor([(n - 1) / 2.0 for n in reversed(spatial)], device=displacement.device, dtype=displacement.dtype)
     return displacement * scale.reshape(1, -1, *([1] * len(spatial)))
+
+
+def jacobian_determinant(displacement: torch.Tensor) -> torch.Tensor:
+    """det of the Jacobian of x -> x + u(x) by central differences, shape (B, *spatial).
+
+    Computed in normalized coordinates, where it equals the physical one (the axis scalings cancel in the
+    determinant). Differentiable, for the folding guard; metrics.py measures the written fields in millimetres.
+    """
+    dim = displacement.dim() - 2
+    spatial = displacement.shape[2:]
+    matrix = [[None] * dim for _ in range(dim)]
+    for channel in range(dim):
+        along_axes = torch.gradient(displacement[:, channel], dim=tuple(range(1, dim + 1)))
+        for column in range(dim):
+            axis = dim - 1 - column
+            matrix[channel][column] = along_axes[axis] * ((spatial[axis] - 1) / 2.0) + float(column == channel)
+    if dim == 2:
+        return matrix[0][0] * matrix[1][1] - matrix[0][1] * matrix[1][0]
+    (a, b, c), (d, e, f), (g, h, i) = matrix
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)

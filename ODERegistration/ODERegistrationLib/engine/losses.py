@@ -5,7 +5,7 @@ import functools
 from typing import Callable, Optional, Sequence
 
 import torch
-from .fields import gaussian_smooth
+from .fields import gaussian_smooth, jacobian_determinant
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -111,3 +111,13 @@ def mean_squared_displacement(displacement: torch.Tensor, weights: torch.Tensor)
     D_B ∘ D_F, which is zero for a perfect inverse).
     """
     return torch.mean((displacement * weights) ** 2)
+
+
+FOLDING_MARGIN = 0.1
+"""The folding guard acts where det J falls below this (a tenfold local compression), before it reaches 0."""
+
+
+def folding_penalty(displacement: torch.Tensor) -> torch.Tensor:
+    """Mean of max(0, margin - det J): zero for any plausible deformation, it pushes back only where a strongly
+    compressing map would fold once discretized (interpolated composition is not exactly diffeomorphic)."""
+    return torch.relu(FOLDING_MARGIN - jacobian_determinant(displacement)).mean()

@@ -31,9 +31,15 @@ class VelocityNet(nn.Module):
         self.dim = dim
         self.fields = fields
 
-    def forward(self, grid: torch.Tensor, coarser_displacement: torch.Tensor) -> torch.Tensor:
-        """grid: (1 or fields, dim, *spatial); coarser_displacement: (fields, dim, *spatial) -> velocity of that shape."""
+    def forward(self, grids: torch.Tensor, coarser_displacement: torch.Tensor) -> torch.Tensor:
+        """grids: (directions, dim, *spatial), the +grid and -grid of the two directions; coarser_displacement:
+        (directions * fields, dim, *spatial), direction-major -> velocity of that shape.
+
+        The directions run as one batch of the same net, which halves the number of (small) convolution calls.
+        """
+        directions = grids.shape[0]
         spatial = coarser_displacement.shape[2:]
-        inputs = torch.cat([grid.expand_as(coarser_displacement), coarser_displacement], dim=1)
-        velocity = self.layers(inputs.reshape(1, self.fields * 2 * self.dim, *spatial))
-        return velocity.reshape(self.fields, self.dim, *spatial)
+        coarser = coarser_displacement.reshape(directions, self.fields, self.dim, *spatial)
+        inputs = torch.cat([grids.unsqueeze(1).expand_as(coarser), coarser], dim=2)
+        velocity = self.layers(inputs.reshape(directions, self.fields * 2 * self.dim, *spatial))
+        return velocity.reshape(directions * self.fields, self.dim, *spatial)

@@ -5,7 +5,11 @@ At level t (K-1 = coarsest, 0 = finest) the net sees the grid and the upsampled 
     D_t = up(D_{t+1}) ∘ exp(LowPass(f_theta(±grid, up(D_{t+1}))))
 
 with +grid for the forward map D_F (fixed -> moving) and -grid for the backward map D_B. Every level adds
-similarity both ways, alpha * inverse consistency and gamma * ||D - x||^2 to one loss; all levels train together.
+similarity both ways, alpha * inverse consistency and gamma * ||D - x||^2 (and, unless switched off, a folding
+guard) to one loss; all levels train together.
+
+The two directions travel as one batch: a field tensor holds D_F's fields first, then D_B's, so that every
+operation (net, exp, warp, similarity) runs once for both.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import List, Sequence, Tuple
 import torch
 
 from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
-from .losses import mean_squared_displacement, physical_weights, similarity_loss
+from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
 from .network import VelocityNet
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
@@ -25,6 +29,9 @@ from .pyramid import gaussian_pyramid, pyramid_shapes
 
 MIN_NET_SIZE = 16
 """The net grid is not made coarser than this many voxels along an axis."""
+MIN_WORKING_VOXELS = 10_000
+"""``image_downsampling`` does not shrink the finest level below this many voxels per image (per slice in a stack):
+small images keep their resolution, where the similarity would lose too much detail to the regularizers."""
 
 
 @dataclass
@@ -44,10 +51,15 @@ class _Level:
                  parameters: RegistrationParameters) -> None:
         shape = tuple(fixed.shape[2:])
         self.shape = shape
-        self.fixed, self.moving = fixed, moving
+        self.fields = fixed.shape[0]
+        self.targets = torch.cat([fixed, moving])
+        """What each direction's warped image is compared with: fixed for D_F, moving for D_B."""
+        self.sources = torch.cat([moving, fixed])
+        """What each direction warps."""
         self.weights = physical_weights(shape, spacing, fixed.device)
         self.net_shape = tuple(max(min(n, MIN_NET_SIZE), math.ceil(n / parameters.net_downsampling)) for n in shape)
-        self.net_grid = identity_grid(self.net_shape, fixed.device)
+        grid = identity_grid(self.net_shape, fixed.device)
+        self.net_grids = torch.cat([grid, -grid])
         self.velocity_sigmas = [parameters.smoothing_sigma * finest_spacing / s * (m - 1) / max(n - 1, 1)
                                 for s, n, m in zip(spacing, shape, self.net_shape)]
         self.similarity = similarity_loss(parameters.similarity, math.prod(shape), fixed.device, parameters.seed)
@@ -59,16 +71,21 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     """Fit the forward and backward maps between two images of shape (B, 1, *spatial), intensities in [0, 1].
 
     B > 1 registers B independent pairs (the slices of a stack), each with its own net parameters.
-    ``spacing`` is the voxel size of the spatial axes in array order.
+    ``spacing`` is the voxel size of the spatial axes in array order. The fields come back at the images' size
+    whatever the working resolution (``image_downsampling``).
     """
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must have one shape")
     dim = fixed.dim() - 2
     fields = fixed.shape[0]
-    shapes = pyramid_shapes(fixed.shape[2:], spacing, parameters.levels)
+    halvings = int(math.log2(parameters.image_downsampling))
+    shapes = pyramid_shapes(fixed.shape[2:], spacing, parameters.levels + halvings)
+    skipped = max(k for k in range(halvings + 1) if k == 0 or math.prod(shapes[k][0]) >= MIN_WORKING_VOXELS)
+    shapes = shapes[:skipped + parameters.levels]
     fixed_pyramid, moving_pyramid = gaussian_pyramid(fixed, shapes), gaussian_pyramid(moving, shapes)
     finest_spacing = min(spacing)
-    levels = [_Level(f, m, s, finest_spacing, parameters) for f, m, (_, s) in zip(fixed_pyramid, moving_pyramid, shapes)]
+    levels = [_Level(f, m, s, finest_spacing, parameters)
+              for f, m, (_, s) in list(zip(fixed_pyramid, moving_pyramid, shapes))[skipped:]]
 
     torch.manual_seed(parameters.seed)
     kernel = parameters.kernel_size_2d if dim == 2 else parameters.kernel_size_3d
@@ -82,7 +99,7 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
         if cancel is not None and cancel():
             raise RegistrationCancelled(f"cancelled after {iteration - 1} iterations")
         optimizer.zero_grad(set_to_none=True)
-        (_, _), level_losses = _run_levels(net, levels, parameters)
+        _, level_losses = _run_levels(net, levels, parameters)
         loss = torch.stack(level_losses).sum()
         loss.backward()
         optimizer.step()
@@ -94,8 +111,9 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
             break
 
     with torch.no_grad():
-        (forward, backward), _ = _run_levels(net, levels, parameters)
-    return FieldPair(forward.detach(), backward.detach(), losses[-1], iteration)
+        both, _ = _run_levels(net, levels, parameters)
+        forward, backward = resize_field(both, fixed.shape[2:]).split(fields)
+    return FieldPair(forward, backward, losses[-1], iteration)
 
 
 def _converged(losses: List[float], parameters: RegistrationParameters) -> bool:
@@ -108,37 +126,35 @@ def _converged(losses: List[float], parameters: RegistrationParameters) -> bool:
 
 
 def _run_levels(net: VelocityNet, levels: List[_Level],
-                parameters: RegistrationParameters) -> Tuple[Tuple[torch.Tensor, torch.Tensor], List[torch.Tensor]]:
-    """One coarse-to-fine pass; returns the finest (forward, backward) fields and each level's loss, finest first."""
-    forward = backward = None
+                parameters: RegistrationParameters) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """One coarse-to-fine pass; returns the finest fields of both directions and each level's loss, finest first."""
+    both = None
     losses: List[torch.Tensor] = []
     for level in reversed(levels):
-        forward = _euler_step(net, level, forward, +level.net_grid, parameters)
-        backward = _euler_step(net, level, backward, -level.net_grid, parameters)
-        losses.insert(0, _level_loss(level, forward, backward, parameters))
-    return (forward, backward), losses
+        both = _euler_step(net, level, both, parameters)
+        losses.insert(0, _level_loss(level, both, parameters))
+    return both, losses
 
 
-def _euler_step(net: VelocityNet, level: _Level, coarser: torch.Tensor | None, grid: torch.Tensor,
+def _euler_step(net: VelocityNet, level: _Level, coarser: torch.Tensor | None,
                 parameters: RegistrationParameters) -> torch.Tensor:
-    """D_t = up(D_{t+1}) ∘ exp(LowPass(f_theta(grid, up(D_{t+1})))), the net and exp on the level's net grid."""
-    fields = level.fixed.shape[0]
+    """D_t = up(D_{t+1}) ∘ exp(LowPass(f_theta(±grid, up(D_{t+1})))), the net and exp on the level's net grid."""
     if coarser is None:
-        coarser = torch.zeros(fields, len(level.shape), *level.shape, device=level.fixed.device)
+        coarser = torch.zeros(2 * level.fields, len(level.shape), *level.shape, device=level.targets.device)
     else:
         coarser = resize_field(coarser, level.shape)
-    velocity = gaussian_smooth(net(grid, resize_field(coarser, level.net_shape)), level.velocity_sigmas)
+    velocity = gaussian_smooth(net(level.net_grids, resize_field(coarser, level.net_shape)), level.velocity_sigmas)
     step = resize_field(exponentiate(velocity, parameters.integration_steps), level.shape)
     return compose(coarser, step)
 
 
-def _level_loss(level: _Level, forward: torch.Tensor, backward: torch.Tensor,
-                parameters: RegistrationParameters) -> torch.Tensor:
-    similarity = (level.similarity(warp(level.moving, forward), level.fixed)
-                  + level.similarity(warp(level.fixed, backward), level.moving))
-    inverse_consistency = (mean_squared_displacement(compose(backward, forward), level.weights)
-                           + mean_squared_displacement(compose(forward, backward), level.weights))
-    magnitude = (mean_squared_displacement(forward, level.weights)
-                 + mean_squared_displacement(backward, level.weights))
-    return (similarity + parameters.inverse_consistency_weight * inverse_consistency
-            + parameters.magnitude_weight * magnitude)
+def _level_loss(level: _Level, both: torch.Tensor, parameters: RegistrationParameters) -> torch.Tensor:
+    """Sum over the two directions of each term; the batched terms average over both, hence the factor 2."""
+    forward, backward = both.split(level.fields)
+    similarity = level.similarity(warp(level.sources, both), level.targets)
+    inverse_consistency = mean_squared_displacement(compose(torch.cat([backward, forward]), both), level.weights)
+    magnitude = mean_squared_displacement(both, level.weights)
+    loss = similarity + parameters.inverse_consistency_weight * inverse_consistency + parameters.magnitude_weight * magnitude
+    if parameters.folding_weight > 0:
+        loss = loss + parameters.folding_weight * folding_penalty(both)
+    return 2.0 * loss

@@ -33,6 +33,12 @@ class RegistrationParameters:
     net_downsampling: int = 4
     """The net, its velocity and exp live on a grid this many times coarser than each level (1: the paper).
     The smoothed velocity is band-limited anyway, so a coarser grid loses little and saves most of the cost."""
+    image_downsampling: int = 2
+    """The finest pyramid level is the image shrunk this many times (1, 2 or 4; 1: the paper); the fitted fields
+    are upsampled to the image at the end. Each halving divides an iteration's cost by about 4 in 2-D, 8 in 3-D."""
+    folding_weight: float = 100.0
+    """Weight of the folding guard, mean(max(0, 0.1 - det J)) of both maps at every level (0: the paper, which has
+    no such term); it is zero unless a map compresses more than tenfold somewhere."""
     convergence_tolerance: float = 1e-3
     """Stop early when the best loss of the last ``convergence_window`` iterations improved by less than this
     fraction on the window before (0: run all iterations, as the paper)."""
@@ -54,6 +60,8 @@ class RegistrationParameters:
             (self.kernel_size_2d % 2 == 1 and self.kernel_size_3d % 2 == 1, "kernel sizes must be odd"),
             (self.integration_steps >= 0, f"integration steps must be non-negative, not {self.integration_steps}"),
             (self.net_downsampling >= 1, f"net downsampling must be at least 1, not {self.net_downsampling}"),
+            (self.image_downsampling in (1, 2, 4), f"image downsampling must be 1, 2 or 4, not {self.image_downsampling}"),
+            (self.folding_weight >= 0, f"folding weight must be non-negative, not {self.folding_weight}"),
             (self.convergence_tolerance >= 0, "convergence tolerance must be non-negative"),
             (self.convergence_window >= 1, "convergence window must be at least 1"),
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}"),
@@ -82,7 +90,10 @@ class RegistrationParameters:
 
 PRESETS = {
     "fast": RegistrationParameters(),
-    "paper": RegistrationParameters(iterations=800, net_downsampling=1, convergence_tolerance=0.0),
+    "paper": RegistrationParameters(iterations=800, net_downsampling=1, image_downsampling=1, folding_weight=0.0,
+                                    convergence_tolerance=0.0),
 }
-"""``paper``: the published configuration (800 Adam iterations, the net at every level's full resolution).
-``fast``: the default; the net on a 4x coarser grid, 400 iterations at most, early stop (docs/benchmarks.md)."""
+"""``paper``: the published configuration (800 Adam iterations, the net at every level's full resolution, the
+finest level at the image's resolution, no folding guard). ``fast``: the default; the finest level at half the
+image's resolution, the net on a 4x coarser grid than each level, a folding guard, 400 iterations at most with
+early stop (docs/benchmarks.md)."""

@@ -49,6 +49,7 @@ class ODERegistrationParameterNode:
     movingSegmentation: vtkMRMLSegmentationNode
     fixedSegmentation: vtkMRMLSegmentationNode
     iterations: Annotated[int, WithinRange(1, 100000)] = DEFAULTS.iterations
+    iterations3D: Annotated[int, WithinRange(1, 100000)] = DEFAULTS.iterations_3d
     levels: Annotated[int, WithinRange(1, 6)] = DEFAULTS.levels
     similarity: Annotated[str, Choice(list(SIMILARITIES))] = DEFAULTS.similarity
     mode: Annotated[str, Choice(list(MODES))] = DEFAULTS.mode
@@ -57,6 +58,9 @@ class ODERegistrationParameterNode:
     regularizationLambda: float = DEFAULTS.regularization_lambda
     smoothingSigma: float = DEFAULTS.smoothing_sigma
     netDownsampling: Annotated[int, WithinRange(1, 16)] = DEFAULTS.net_downsampling
+    imageHalvings2D: Annotated[int, WithinRange(0, 3)] = DEFAULTS.image_halvings_2d
+    imageHalvings3D: Annotated[int, WithinRange(0, 3)] = DEFAULTS.image_halvings_3d
+    foldingWeight: Annotated[float, WithinRange(0.0, 10000.0)] = DEFAULTS.folding_weight
     seed: int = DEFAULTS.seed
     forwardTransform: vtkMRMLGridTransformNode
     inverseTransform: vtkMRMLGridTransformNode
@@ -66,9 +70,11 @@ class ODERegistrationParameterNode:
 
     def registration_parameters(self) -> RegistrationParameters:
         return RegistrationParameters(
-            iterations=self.iterations, levels=self.levels, similarity=self.similarity, mode=self.mode,
-            device=self.device, learning_rate=self.learningRate, regularization_lambda=self.regularizationLambda,
-            smoothing_sigma=self.smoothingSigma, net_downsampling=self.netDownsampling, seed=self.seed)
+            iterations=self.iterations, iterations_3d=self.iterations3D, levels=self.levels, similarity=self.similarity,
+            mode=self.mode, device=self.device, learning_rate=self.learningRate, regularization_lambda=self.regularizationLambda,
+            smoothing_sigma=self.smoothingSigma, net_downsampling=self.netDownsampling,
+            image_halvings_2d=self.imageHalvings2D, image_halvings_3d=self.imageHalvings3D,
+            folding_weight=self.foldingWeight, seed=self.seed)
 
 
 class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

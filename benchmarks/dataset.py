@@ -1,11 +1,13 @@
 """Pairs of a dataset folder described by a manifest.json in the format of ../shared/data."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
 import SimpleITK as sitk
 
 
@@ -19,12 +21,41 @@ class Pair:
     eval_labels: List[int]
     labelled_slices_fixed: Optional[List[int]]
     """For stacks labelled on some slices only: the fixed slices (0-based z) that carry labels."""
+    isotropic_size: Optional[int] = None
+    """When set, every image of the pair is resampled onto the cube of ``isotropic_reference``."""
 
     def image(self, key: str) -> sitk.Image:
-        return sitk.ReadImage(str(self.folder / self.files[key]))
+        image = sitk.ReadImage(str(self.folder / self.files[key]))
+        if self.isotropic_size is None:
+            return image
+        reference = isotropic_reference(sitk.ReadImage(str(self.folder / self.files["fixed_labels"])), self.isotropic_size)
+        interpolator = sitk.sitkNearestNeighbor if key.endswith("labels") else sitk.sitkLinear
+        return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID())
 
 
-def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = None) -> List[Pair]:
+def isotropic_reference(labels: sitk.Image, size: int) -> sitk.Image:
+    """A cube of size**3 isotropic voxels around the labelled anatomy, as deep as the volume's shortest extent.
+
+    Turns a thick-slice stack into the isotropic volume of a 3-D benchmark (interpolated between slices); the
+    region of interest is centred on the labels' centroid, as a user would place one around the heart.
+    """
+    side = min(n * s for n, s in zip(labels.GetSize(), labels.GetSpacing()))
+    spacing = side / size
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.Execute(sitk.Cast(labels > 0, sitk.sitkUInt8))
+    centre = np.array(statistics.GetCentroid(1))
+    direction = np.array(labels.GetDirection()).reshape(3, 3)
+    origin = centre - direction @ np.full(3, spacing * (size - 1) / 2.0)
+    reference = sitk.Image([size] * 3, sitk.sitkUInt8)
+    reference.SetSpacing([spacing] * 3)
+    reference.SetDirection(labels.GetDirection())
+    reference.SetOrigin(origin.tolist())
+    return reference
+
+
+def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = None,
+               isotropic_size: Optional[int] = None) -> List[Pair]:
+    """The manifest's pairs; with ``isotropic_size``, its fully labelled 3-D pairs resampled onto a cube."""
     manifest = json.loads((folder / "manifest.json").read_text())
     pairs = []
     for entry in manifest["pairs"]:
@@ -36,4 +67,7 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
             label_names={int(k): v for k, v in entry.get("label_names", manifest.get("label_names", {})).items()},
             eval_labels=list(entry["eval_labels"]),
             labelled_slices_fixed=entry.get("labelled_slices_fixed")))
+    if isotropic_size is not None:
+        pairs = [dataclasses.replace(pair, id=f"{pair.id}_iso{isotropic_size}", isotropic_size=isotropic_size)
+                 for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None]
     return pairs[:limit] if limit else pairs

@@ -34,8 +34,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--mode", default="3d")
     arguments = parser.parse_args(argv)
     fixed, moving = synthetic_pair(arguments.size)
-    parameters = PRESETS[arguments.preset].replace(iterations=arguments.iterations, mode=arguments.mode, device="cpu",
-                                                   convergence_tolerance=0.0)
+    parameters = PRESETS[arguments.preset].replace(iterations=arguments.iterations, iterations_3d=arguments.iterations,
+                                                   mode=arguments.mode, device="cpu", convergence_tolerance=0.0)
     start = time.perf_counter()
     result = register_images(fixed, moving, parameters)
     total = time.perf_counter() - start

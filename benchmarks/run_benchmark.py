@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--dim", type=int, choices=(2, 3), help="only 2-D or only 3-D pairs")
     parser.add_argument("--pairs", type=int, help="only the first N pairs")
+    parser.add_argument("--isotropic", type=int, metavar="N",
+                        help="resample each fully labelled 3-D pair onto an N^3 isotropic cube around the labels")
     add_parameter_options(parser)  # the engine's options, exactly as the oderegistration command takes them
     parser.add_argument("--title", help="heading of summary.md (default: data folder and settings)")
     return parser
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
     parameters = parameters_from_arguments(arguments).replace(device="cpu")
-    pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs)
+    pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic)
     missing = [m.missing() for name, m in METHODS.items() if name in arguments.methods and m.missing()]
     methods = [name for name in arguments.methods if METHODS[name].missing() is None]
     for message in missing:
@@ -56,10 +58,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 rows.extend(pool.submit(evaluate, pair, method, options).result())
             bar.update()
     arguments.output_dir.mkdir(parents=True, exist_ok=True)
-    title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs, ode preset "
-                                f"{arguments.preset}: at most {parameters.iterations} iterations, net downsampling "
-                                f"{parameters.net_downsampling}, {parameters.levels} levels, {parameters.similarity}, "
-                                f"mode {parameters.mode}")
+    title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs"
+                                f"{f', resampled to {arguments.isotropic}^3' if arguments.isotropic else ''}, ode preset "
+                                f"{arguments.preset}: at most {parameters.iterations} iterations "
+                                f"({parameters.iterations_3d} for volumes), {parameters.levels} levels, "
+                                f"{parameters.similarity}, mode {parameters.mode}")
     write_csv(rows, arguments.output_dir / "results.csv")
     summary = summary_markdown(rows, methods, missing, title)
     (arguments.output_dir / "summary.md").write_text(summary)

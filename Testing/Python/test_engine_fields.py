@@ -1,10 +1,16 @@
-"""Properties of the field algebra: exp(0) = id, scaling and squaring = the ODE's flow, compose with id = no-op."""
+"""Properties of the field algebra: exp(0) = id, scaling and squaring = the ODE's flow, compose with id = no-op;
+the differentiable det J agrees with the millimetre one; the folding guard; the working pyramid."""
 import math
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 
 from ODERegistrationLib.engine.fields import (compose, exponentiate, gaussian_smooth, identity_grid,
-                                              normalized_to_voxels, resize_field, warp)
+                                              jacobian_determinant, normalized_to_voxels, resize_field, warp)
+from ODERegistrationLib.engine.losses import folding_penalty
+from ODERegistrationLib.engine.metrics import jacobian_determinant as jacobian_determinant_mm
+from ODERegistrationLib.engine.pyramid import working_pyramid_shapes
 
 
 def smooth_velocity(shape, amplitude=0.15):
@@ -64,3 +70,28 @@ def test_gaussian_smoothing_keeps_constants_and_mean():
     noise = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     smoothed = gaussian_smooth(noise, [2.0, 0.0])
     assert smoothed.std() < 0.5 * noise.std()
+
+
+def test_differentiable_jacobian_matches_the_millimetre_one_on_an_anisotropic_grid():
+    shape, spacing = (24, 40), (2.5, 0.8)  # (rows, columns) and their spacing
+    field = exponentiate(smooth_velocity(shape, amplitude=0.3))
+    voxels = normalized_to_voxels(field)[0].movedim(0, -1).double().numpy()  # (rows, columns, (i, j))
+    physical = sitk.GetImageFromArray(voxels * np.array(spacing[::-1]), isVector=True)
+    physical.SetSpacing(spacing[::-1])
+    expected = jacobian_determinant_mm(physical)
+    assert np.allclose(jacobian_determinant(field)[0].numpy(), expected, atol=1e-4)
+    assert expected.min() < 0.9 and expected.max() > 1.1  # a real deformation, not the identity
+
+
+def test_folding_guard_is_zero_unless_the_map_nearly_folds():
+    assert folding_penalty(exponentiate(smooth_velocity((32, 32), amplitude=0.1))) == 0.0
+    squeeze = -1.2 * identity_grid((32, 32))  # x -> -0.2 x: det J = 0.04, below the guard's margin
+    assert folding_penalty(squeeze) > 0.0
+
+
+def test_image_halvings_keep_small_images_at_full_resolution():
+    shapes, skipped = working_pyramid_shapes((232, 256), (1.5625, 1.5625), levels=2, halvings=1)
+    assert skipped == 1 and [shape for shape, _ in shapes] == [(232, 256), (116, 128), (58, 64)]
+    shapes, skipped = working_pyramid_shapes((128, 128, 128), (1.0, 1.0, 1.0), levels=2, halvings=2)
+    assert skipped == 2 and shapes[skipped][0] == (32, 32, 32)
+    assert working_pyramid_shapes((96, 96), (1.0, 1.0), levels=2, halvings=1)[1] == 0  # 48 x 48 would be too small

@@ -1,11 +1,13 @@
 """Layouts (2-D, 3-D, slice-by-slice), device choice, and a slice-by-slice run on a real stack."""
+import contextlib
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
 from ODERegistrationLib.engine import DeviceError, InputError, RegistrationParameters, register_images
-from ODERegistrationLib.engine.device import choose_device, is_out_of_memory, out_of_memory_message
+from ODERegistrationLib.engine.device import choose_device, is_out_of_memory, net_precision, out_of_memory_message
 from ODERegistrationLib.engine.layout import choose_layout
 
 from conftest import load_pair, shrink_pair
@@ -45,7 +47,18 @@ def test_out_of_memory_is_recognised_and_explained():
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     message = out_of_memory_message(torch.device("cuda"), (256, 256, 160))
-    assert "256 x 256 x 160" in message and "cpu" in message
+    assert "256 x 256 x 160" in message and "cpu" in message and "image downsampling" in message
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # constructing a CUDA autocast on a CPU-only machine
+def test_only_a_bf16_capable_gpu_runs_the_net_in_reduced_precision(monkeypatch):
+    with net_precision(torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert isinstance(net_precision(torch.device("cuda")), contextlib.nullcontext)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    context = net_precision(torch.device("cuda"))
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
 
 
 def test_slice_by_slice_on_a_real_stack_keeps_slices_apart(data_dir):
@@ -62,6 +75,6 @@ def test_slice_by_slice_on_a_real_stack_keeps_slices_apart(data_dir):
 
 def test_3d_mode_runs_on_a_volume(data_dir):
     pair = shrink_pair(load_pair(data_dir, "acdc", "acdc_patient046_3d"), 8)
-    result = register_images(pair["fixed"], pair["moving"], RegistrationParameters(iterations=3, mode="3d", levels=1))
+    result = register_images(pair["fixed"], pair["moving"], RegistrationParameters(iterations_3d=3, mode="3d", levels=1))
     assert result.report["mode"] == "3d"
     assert sitk.GetArrayFromImage(result.forward).shape == tuple(reversed(pair["fixed"].GetSize())) + (3,)

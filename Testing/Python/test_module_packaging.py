@@ -6,6 +6,8 @@ import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from ODERegistrationLib.engine.parameters import RegistrationParameters
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE = REPOSITORY / "ODERegistration"
 UI_FILE = MODULE / "Resources" / "UI" / "ODERegistration.ui"
@@ -37,6 +39,25 @@ def test_parameter_bindings_match_the_parameter_node():
     bound = {prop.findtext("string") for prop in ElementTree.parse(UI_FILE).iter("property")
              if prop.get("name") == "SlicerParameterName"}
     assert bound == fields
+
+
+def test_panel_shows_the_engine_defaults():
+    """Before a parameter node exists the panel shows the .ui's values: they must be the measured defaults."""
+    tree = ast.parse(MODULE_FILE.read_text())
+    node_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationParameterNode")
+    engine_names = {item.target.id: item.value.attr for item in node_class.body
+                    if isinstance(item, ast.AnnAssign) and isinstance(item.value, ast.Attribute)}
+    defaults = RegistrationParameters()
+    checked = 0
+    for widget in ElementTree.parse(UI_FILE).iter("widget"):
+        properties = {prop.get("name"): prop for prop in widget.findall("property")}
+        if "SlicerParameterName" not in properties or "value" not in properties:
+            continue
+        name = properties["SlicerParameterName"].findtext("string")
+        shown = float(next(iter(properties["value"])).text)
+        assert shown == float(getattr(defaults, engine_names[name])), name
+        checked += 1
+    assert checked >= 10
 
 
 def test_node_selectors_follow_the_scene():

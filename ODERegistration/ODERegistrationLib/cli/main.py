@@ -17,8 +17,9 @@ from ..sample_data import sample_pair
 from .progress_bar import ProgressBar
 
 EXIT_INPUT_ERROR = 2
-TUNABLE = {"iterations": int, "levels": int, "learning_rate": float, "regularization_lambda": float,
-           "smoothing_sigma": float, "net_downsampling": int, "seed": int}
+TUNABLE = {"iterations": int, "iterations_3d": int, "levels": int, "learning_rate": float, "regularization_lambda": float,
+           "smoothing_sigma": float, "net_downsampling": int, "image_halvings_2d": int, "image_halvings_3d": int,
+           "folding_weight": float, "seed": int}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +45,13 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
     """Options default to the chosen preset's values; any option given on the command line overrides it."""
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
                         help="fast (default, measured in docs/benchmarks.md) or paper (the published settings)")
-    helps = {"regularization_lambda": "displacement penalty; gamma = lambda / K",
+    helps = {"iterations": "most iterations, 2-D images and stacks", "iterations_3d": "most iterations, volumes",
+             "regularization_lambda": "displacement penalty; gamma = lambda / K",
              "smoothing_sigma": "Gaussian LowPass of the velocity, in voxels",
-             "net_downsampling": "net grid this many times coarser than each level (paper: 1)"}
+             "net_downsampling": "net grid this many times coarser than each level (paper: 1)",
+             "image_halvings_2d": "finest level = the image halved this many times, 2-D and stacks (paper: 0)",
+             "image_halvings_3d": "the same for volumes (paper: 0)",
+             "folding_weight": "weight of the folding guard on det J < 0.1 (paper: 0)"}
     for name, kind in TUNABLE.items():
         flag = "--lambda" if name == "regularization_lambda" else "--" + name.replace("_", "-")
         parser.add_argument(flag, dest=name, type=kind, help=helps.get(name))
@@ -93,7 +98,7 @@ def _input_paths(arguments: argparse.Namespace) -> dict:
 def _run(inputs: dict, output_dir: Path, parameters: RegistrationParameters, quiet: bool) -> int:
     names = {key: f"{key.replace('_', ' ')} {path}" for key, path in inputs.items()}
     images = {key: read_image(path, key.replace("_", " ")) for key, path in inputs.items()}
-    with ProgressBar(parameters.iterations, disabled=quiet) as bar:
+    with ProgressBar(disabled=quiet) as bar:
         result = register_images(images["fixed"], images["moving"], parameters,
                                  moving_labels=images.get("moving_labels"), fixed_labels=images.get("fixed_labels"),
                                  progress=bar.update, names=names)

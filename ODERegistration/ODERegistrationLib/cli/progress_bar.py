@@ -7,12 +7,15 @@ from ..engine import Progress
 
 
 class ProgressBar:
-    """Shows iteration, total loss and each level's loss (L0 = finest); a no-op when disabled."""
+    """Shows iteration, total loss and each level's loss (L0 = finest); a no-op when disabled.
 
-    def __init__(self, iterations: int, disabled: bool = False) -> None:
-        self._bar = tqdm(total=iterations, desc="registering", unit="it", disable=disabled, dynamic_ncols=True)
+    The total comes with the first report: it depends on whether the images are registered as 2-D or 3-D."""
+
+    def __init__(self, disabled: bool = False) -> None:
+        self._bar = tqdm(desc="registering", unit="it", disable=disabled, dynamic_ncols=True)
 
     def update(self, progress: Progress) -> None:
+        self._bar.total = progress.iterations
         levels = " ".join(f"L{index}={loss:.4f}" for index, loss in enumerate(progress.level_losses))
         self._bar.set_postfix_str(f"loss={progress.loss:.4f} {levels}", refresh=False)
         self._bar.update(progress.iteration - self._bar.n)

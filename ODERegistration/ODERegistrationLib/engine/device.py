@@ -1,5 +1,7 @@
-"""Which torch device to run on, and a clear message when it runs out of memory."""
+"""Which torch device to run on, where mixed precision is safe, and a clear message when memory runs out."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -30,6 +32,18 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def net_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast for the velocity net: bfloat16 on a CUDA GPU that supports it, full precision elsewhere.
+
+    Only the net runs in reduced precision. bfloat16 keeps float32's range, so the near-zero initial velocities
+    need no loss scaling; warps, exp and the similarity stay in float32 (SSIM's variances cancel catastrophically in
+    16 bits, and positions need more than 8 bits of mantissa).
+    """
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """True for CUDA/MPS allocation failures, which torch raises under several exception types."""
     if isinstance(error, torch.cuda.OutOfMemoryError):
@@ -39,5 +53,5 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def out_of_memory_message(device: torch.device, shape) -> str:
     return (f"{device.type.upper()} ran out of memory registering an image of {' x '.join(map(str, shape))} voxels; "
-            "retry on the CPU (device cpu), with fewer pyramid levels' work (slices mode for thick stacks), "
-            "or on a cropped or downsampled image")
+            "retry with a coarser working resolution (image downsampling 4), on the CPU (device cpu), "
+            "or on a cropped image")

@@ -10,6 +10,7 @@ Conventions used everywhere in the engine:
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -17,8 +18,17 @@ import torch.nn.functional as F
 
 
 def identity_grid(shape: Sequence[int], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Normalized coordinates of every voxel centre, shape (1, dim, *shape), channels (x, y[, z])."""
-    axes = [torch.linspace(-1.0, 1.0, int(n), device=device, dtype=dtype) for n in shape]
+    """Normalized coordinates of every voxel centre, shape (1, dim, *shape), channels (x, y[, z]).
+
+    Cached (the last 8 shapes): every warp needs one, and building it costs as much as a warp in 3-D. Never modify
+    it in place.
+    """
+    return _cached_identity_grid(tuple(int(n) for n in shape), torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_identity_grid(shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) for n in shape]
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack(mesh[::-1], dim=0).unsqueeze(0)
 

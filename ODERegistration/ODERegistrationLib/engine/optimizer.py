@@ -20,18 +20,16 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from .device import net_precision
 from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
 from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
 from .network import VelocityNet
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
-from .pyramid import gaussian_pyramid, pyramid_shapes
+from .pyramid import gaussian_pyramid, working_pyramid_shapes
 
 MIN_NET_SIZE = 16
 """The net grid is not made coarser than this many voxels along an axis."""
-MIN_WORKING_VOXELS = 10_000
-"""``image_downsampling`` does not shrink the finest level below this many voxels per image (per slice in a stack):
-small images keep their resolution, where the similarity would lose too much detail to the regularizers."""
 
 
 @dataclass
@@ -72,16 +70,15 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
 
     B > 1 registers B independent pairs (the slices of a stack), each with its own net parameters.
     ``spacing`` is the voxel size of the spatial axes in array order. The fields come back at the images' size
-    whatever the working resolution (``image_downsampling``).
+    whatever the working resolution (``image_halvings_2d/3d``).
     """
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must have one shape")
     dim = fixed.dim() - 2
     fields = fixed.shape[0]
-    halvings = int(math.log2(parameters.image_downsampling))
-    shapes = pyramid_shapes(fixed.shape[2:], spacing, parameters.levels + halvings)
-    skipped = max(k for k in range(halvings + 1) if k == 0 or math.prod(shapes[k][0]) >= MIN_WORKING_VOXELS)
-    shapes = shapes[:skipped + parameters.levels]
+    halvings = parameters.image_halvings_2d if dim == 2 else parameters.image_halvings_3d
+    iterations = parameters.iterations if dim == 2 else parameters.iterations_3d
+    shapes, skipped = working_pyramid_shapes(fixed.shape[2:], spacing, parameters.levels, halvings)
     fixed_pyramid, moving_pyramid = gaussian_pyramid(fixed, shapes), gaussian_pyramid(moving, shapes)
     finest_spacing = min(spacing)
     levels = [_Level(f, m, s, finest_spacing, parameters)
@@ -95,7 +92,7 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     start = time.perf_counter()
     losses: List[float] = []
     iteration = 0
-    for iteration in range(1, parameters.iterations + 1):
+    for iteration in range(1, iterations + 1):
         if cancel is not None and cancel():
             raise RegistrationCancelled(f"cancelled after {iteration - 1} iterations")
         optimizer.zero_grad(set_to_none=True)
@@ -105,7 +102,7 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
         optimizer.step()
         losses.append(float(loss.detach()))
         if progress is not None:
-            progress(Progress(iteration, parameters.iterations, losses[-1],
+            progress(Progress(iteration, iterations, losses[-1],
                               tuple(float(v.detach()) for v in level_losses), time.perf_counter() - start))
         if _converged(losses, parameters):
             break
@@ -143,7 +140,9 @@ def _euler_step(net: VelocityNet, level: _Level, coarser: torch.Tensor | None,
         coarser = torch.zeros(2 * level.fields, len(level.shape), *level.shape, device=level.targets.device)
     else:
         coarser = resize_field(coarser, level.shape)
-    velocity = gaussian_smooth(net(level.net_grids, resize_field(coarser, level.net_shape)), level.velocity_sigmas)
+    with net_precision(coarser.device):
+        velocity = net(level.net_grids, resize_field(coarser, level.net_shape))
+    velocity = gaussian_smooth(velocity.float(), level.velocity_sigmas)
     step = resize_field(exponentiate(velocity, parameters.integration_steps), level.shape)
     return compose(coarser, step)
 

@@ -1,6 +1,7 @@
 """Gaussian image pyramid: which axes halve at each level, and the smoothed, downsampled images."""
 from __future__ import annotations
 
+import math
 from typing import List, Sequence, Tuple
 
 import torch
@@ -8,6 +9,9 @@ import torch
 from .fields import gaussian_smooth, resize_field
 
 MIN_LEVEL_SIZE = 8
+MIN_WORKING_VOXELS = 10_000
+"""Image halvings do not shrink the finest working level below this many voxels per image (per slice in a stack):
+small images keep their resolution, where the similarity would lose too much detail to the regularizers."""
 
 
 def pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int) -> List[Tuple[Tuple[int, ...], Tuple[float, ...]]]:
@@ -25,6 +29,15 @@ def pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int) 
         spacing = tuple(s * (r - 1) / max(n - 1, 1) for s, r, n in zip(spacing, result[-1][0], shape))
         result.append((shape, spacing))
     return result
+
+
+def working_pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int,
+                           halvings: int) -> Tuple[List[Tuple[Tuple[int, ...], Tuple[float, ...]]], int]:
+    """Levels from the image down to the coarsest working one, and how many of the finest are skipped (at most
+    ``halvings``): the optimizer works on the last ``levels`` of them."""
+    shapes = pyramid_shapes(shape, spacing, levels + halvings)
+    skipped = max(k for k in range(halvings + 1) if k == 0 or math.prod(shapes[k][0]) >= MIN_WORKING_VOXELS)
+    return shapes[:skipped + levels], skipped
 
 
 def gaussian_pyramid(image: torch.Tensor, levels: Sequence[Tuple[Tuple[int, ...], Tuple[float, ...]]]) -> List[torch.Tensor]:

@@ -7,7 +7,8 @@ import SimpleITK as sitk
 import torch
 
 from ODERegistrationLib.engine.fields import (compose, exponentiate, gaussian_smooth, identity_grid,
-                                              jacobian_determinant, normalized_to_voxels, resize_field, warp)
+                                              jacobian_determinant, normalized_to_voxels, refine_inverse,
+                                              resize_field, warp)
 from ODERegistrationLib.engine.losses import folding_penalty
 from ODERegistrationLib.engine.metrics import jacobian_determinant as jacobian_determinant_mm
 from ODERegistrationLib.engine.pyramid import working_pyramid_shapes
@@ -19,6 +20,11 @@ def smooth_velocity(shape, amplitude=0.15):
     x, y = grid[:, 0], grid[:, 1]
     return torch.stack([amplitude * torch.sin(math.pi * y) * torch.cos(0.5 * math.pi * x),
                         amplitude * torch.cos(math.pi * x) * torch.sin(0.5 * math.pi * y)], dim=1)
+
+
+def voxel_error(displacement):
+    """Mean length of a normalized displacement, in voxels."""
+    return float(normalized_to_voxels(displacement).norm(dim=1).mean())
 
 
 def test_exp_of_zero_velocity_is_identity():
@@ -95,3 +101,20 @@ def test_image_halvings_keep_small_images_at_full_resolution():
     shapes, skipped = working_pyramid_shapes((128, 128, 128), (1.0, 1.0, 1.0), levels=2, halvings=2)
     assert skipped == 2 and shapes[skipped][0] == (32, 32, 32)
     assert working_pyramid_shapes((96, 96), (1.0, 1.0), levels=2, halvings=1)[1] == 0  # 48 x 48 would be too small
+
+
+def test_refined_inverse_undoes_the_map_much_better_than_a_rough_guess():
+    velocity = smooth_velocity((48, 40), amplitude=0.3)
+    forward = exponentiate(velocity)
+    rough = -forward  # first-order guess of the inverse
+    refined = refine_inverse(forward, rough)
+    assert voxel_error(compose(forward, refined)) < 0.05 * voxel_error(compose(forward, rough))
+    round_trip = compose(refined, forward)[..., 8:-8, 8:-8]  # at the border the map leaves the grid, as above
+    assert voxel_error(round_trip) < 0.05
+    assert (jacobian_determinant(refined) > 0).all()
+
+
+def test_refinement_that_would_not_help_keeps_the_given_inverse():
+    forward = exponentiate(smooth_velocity((32, 32), amplitude=0.2))
+    exact = exponentiate(-smooth_velocity((32, 32), amplitude=0.2))
+    assert torch.equal(refine_inverse(forward, exact, steps=0), exact)

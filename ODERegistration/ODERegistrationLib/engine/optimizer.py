@@ -21,7 +21,7 @@ from typing import List, Sequence, Tuple
 import torch
 
 from .device import net_precision
-from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
+from .fields import compose, exponentiate, gaussian_smooth, identity_grid, refine_inverse, resize_field, warp
 from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
 from .network import VelocityNet
 from .parameters import RegistrationParameters
@@ -110,6 +110,8 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     with torch.no_grad():
         both, _ = _run_levels(net, levels, parameters)
         forward, backward = resize_field(both, fixed.shape[2:]).split(fields)
+        if parameters.inverse_refinement_steps > 0:
+            backward = refine_inverse(forward, backward, parameters.inverse_refinement_steps)
     return FieldPair(forward, backward, losses[-1], iteration)
 
 

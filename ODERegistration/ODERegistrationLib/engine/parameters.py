@@ -45,6 +45,9 @@ class RegistrationParameters:
     folding_weight: float = 100.0
     """Weight of the folding guard, mean(max(0, 0.1 - det J)) of both maps at every level (0: the paper, which has
     no such term); it is zero unless a map compresses more than tenfold somewhere."""
+    inverse_refinement_steps: int = 20
+    """Fixed-point steps that turn the net's backward map into the numerical inverse of the forward one at the
+    end (0: the paper, which outputs the net's backward map as it is); kept only where it helps (fields.py)."""
     convergence_tolerance: float = 1e-3
     """Stop early when the best loss of the last ``convergence_window`` iterations improved by less than this
     fraction on the window before (0: run all iterations, as the paper)."""
@@ -69,6 +72,7 @@ class RegistrationParameters:
             (0 <= min(self.image_halvings_2d, self.image_halvings_3d) and max(self.image_halvings_2d, self.image_halvings_3d) <= 3,
              "image halvings must be between 0 and 3"),
             (self.folding_weight >= 0, f"folding weight must be non-negative, not {self.folding_weight}"),
+            (self.inverse_refinement_steps >= 0, "inverse refinement steps must be non-negative"),
             (self.convergence_tolerance >= 0, "convergence tolerance must be non-negative"),
             (self.convergence_window >= 1, "convergence window must be at least 1"),
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}"),
@@ -97,10 +101,12 @@ class RegistrationParameters:
 
 PRESETS = {
     "fast": RegistrationParameters(),
-    "paper": RegistrationParameters(iterations=800, iterations_3d=800, net_downsampling=1, image_halvings_2d=0, image_halvings_3d=0,
-                                    folding_weight=0.0, convergence_tolerance=0.0),
+    "paper": RegistrationParameters(iterations=800, iterations_3d=800, net_downsampling=1, image_halvings_2d=0,
+                                    image_halvings_3d=0, folding_weight=0.0, inverse_refinement_steps=0,
+                                    convergence_tolerance=0.0),
 }
-"""``paper``: the published configuration (800 Adam iterations, the net at every level's full resolution, the
-finest level at the image's resolution, no folding guard). ``fast``: the default; the finest level at half the
-image's resolution (a quarter for volumes), the net on a 4x coarser grid than each level, a folding guard, at
-most 400 iterations (200 for volumes) with early stop (docs/benchmarks.md)."""
+"""``paper``: the published configuration (800 Adam iterations, every level and the net at full resolution, no
+folding guard, the net's backward map as it is). ``fast``: the default; the finest level at half the image's
+resolution (a quarter for volumes), the net on a 4x coarser grid than each level, a folding guard, at most 400
+iterations (200 for volumes) with early stop, the backward map refined into the forward's inverse
+(docs/benchmarks.md)."""

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ODERegistrationLib.engine.fields import gaussian_smooth
-from ODERegistrationLib.engine.losses import similarity_loss, ssim_loss
+from ODERegistrationLib.engine.losses import LNCC_EPSILON, lncc_loss, mutual_information_loss, similarity_loss, ssim_loss
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_ssim_works_in_3d():
     assert float(ssim_loss(volume, volume)) == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["mi+ssim", "ssim", "mse", "mi"])
+@pytest.mark.parametrize("name", ["mi+ssim", "lncc", "ssim", "mse", "mi"])
 def test_every_similarity_prefers_the_aligned_image(image, name):
     loss = similarity_loss(name, image[0, 0].numel(), image.device)
     shifted = torch.roll(image, shifts=3, dims=-1)
@@ -30,10 +30,56 @@ def test_every_similarity_prefers_the_aligned_image(image, name):
 
 
 def test_mi_on_a_voxel_sample_stays_close_to_mi_on_all_voxels():
-    from ODERegistrationLib.engine.losses import mutual_information_loss
-
     volume = gaussian_smooth(torch.rand(1, 1, 40, 40, 40, generator=torch.Generator().manual_seed(3)), [1.5] * 3)
     other = torch.roll(volume, 2, dims=-1)
     samples = torch.randperm(volume.numel(), generator=torch.Generator().manual_seed(0))[:20_000]
     full, sampled = mutual_information_loss(volume, other), mutual_information_loss(volume, other, samples=samples)
     assert abs(float(full) - float(sampled)) < 0.05 * abs(float(full))
+
+
+def _direct_lncc(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
+    """LNCC written out window by window (the windows clipped at the border), for 2-D images (1, 1, H, W)."""
+    height, width = x.shape[-2:]
+    radius = window // 2
+    values = []
+    for row in range(height):
+        for column in range(width):
+            box = (..., slice(max(row - radius, 0), row + radius + 1), slice(max(column - radius, 0), column + radius + 1))
+            a, b = x[box].flatten(), y[box].flatten()
+            covariance = (a * b).mean() - a.mean() * b.mean()
+            variances = ((a * a).mean() - a.mean() ** 2) * ((b * b).mean() - b.mean() ** 2)
+            values.append(covariance ** 2 / (variances + LNCC_EPSILON))
+    return 1.0 - torch.stack(values).mean()
+
+
+def test_lncc_value_and_gradient_match_a_direct_computation():
+    generator = torch.Generator().manual_seed(4)
+    x = gaussian_smooth(torch.rand(1, 1, 12, 11, generator=generator), [1.0, 1.0]).double().requires_grad_()
+    y = (0.5 * x.detach() + 0.1 * torch.rand(1, 1, 12, 11, generator=generator, dtype=torch.float64))
+    fast, direct = lncc_loss(x, y, window=5), _direct_lncc(x, y, 5)
+    assert float(fast.detach()) == pytest.approx(float(direct.detach()), rel=1e-9)
+    fast_gradient, = torch.autograd.grad(fast, x)
+    direct_gradient, = torch.autograd.grad(direct, x)
+    assert torch.allclose(fast_gradient, direct_gradient, rtol=1e-6, atol=1e-10)
+
+
+def test_lncc_ignores_a_local_linear_change_of_contrast(image):
+    assert float(lncc_loss(3.0 * image + 0.2, image)) < 0.05 < float(lncc_loss(torch.roll(image, 3, dims=-1), image))
+
+
+@pytest.mark.parametrize("name", ["mi", "ssim", "lncc", "mse"])
+def test_a_zero_weight_removes_voxels_from_every_similarity(image, name):
+    """Spoil the right half of the image: weighted 0 there (and a window's reach beyond), the loss is the left's."""
+    loss = similarity_loss(name, image[0, 0].numel(), image.device)
+    spoiled = image.clone()
+    spoiled[..., 32:] = torch.rand(spoiled[..., 32:].shape, generator=torch.Generator().manual_seed(5))
+    weight = torch.zeros_like(image)
+    weight[..., :24] = 1.0
+    assert float(loss(spoiled, image, weight)) == pytest.approx(float(loss(image, image, weight)), abs=0.02)
+    assert float(loss(spoiled, image)) > float(loss(image, image)) + 0.02
+
+
+def test_mi_histogram_never_leaves_its_bins_whatever_the_values():
+    """NaN and values far outside [0, 1] used to index the histogram out of range (a native crash)."""
+    wild = torch.tensor([[[[float("nan"), 1e30, -1e30, 0.5]]]]).expand(1, 1, 4, 4).contiguous()
+    assert torch.isfinite(mutual_information_loss(wild, torch.rand(1, 1, 4, 4)))

@@ -1,19 +1,34 @@
-"""Loss terms: image similarity (MI, SSIM, MSE) and the field regularizers."""
+"""Loss terms: image similarity (MI, SSIM, LNCC, MSE), optionally weighted by a mask, and the field regularizers.
+
+Every similarity takes an optional ``weight`` of shape (B, 1, *spatial) in [0, 1]: voxels of weight 0 do not count
+(outside a user's mask, or where the moving image has no data). ``None`` weighs every voxel alike.
+"""
 from __future__ import annotations
 
 import functools
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+
 from .fields import gaussian_smooth, jacobian_determinant
 
-Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Similarity = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 SSIM_SIGMA = 1.5
 """Gaussian window of SSIM (Wang et al. 2004), in voxels."""
 
 
-def ssim_loss(warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of a per-voxel map (B, *spatial) or (B, 1, *spatial) over each image, then over the batch."""
+    values = values.reshape(values.shape[0], -1)
+    if weight is None:
+        return values.mean()
+    weight = weight.reshape(weight.shape[0], -1)
+    return ((values * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-6)).mean()
+
+
+def ssim_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """1 - mean SSIM with a Gaussian window, for images in [0, 1].
 
     The five local statistics are blurred in one separable pass, which in 3-D is several times cheaper than the
@@ -24,7 +39,30 @@ def ssim_loss(warped: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     mu_x, mu_y, xx, yy, xy = gaussian_smooth(stacked, [SSIM_SIGMA] * (warped.dim() - 2)).unbind(dim=1)
     var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
     ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
-    return 1.0 - ssim.mean()
+    return 1.0 - weighted_mean(ssim, weight)
+
+
+LNCC_WINDOW = 7
+"""Side of the local window of LNCC, in voxels of the pyramid level (VoxelMorph uses 9 at full resolution; the
+working levels here are coarser)."""
+LNCC_EPSILON = 1e-8
+"""Keeps LNCC finite in flat windows. The local variances are window means of intensities in [0, 1] (texture:
+~1e-3 to 1e-2), so their product is ~1e-6 or more where there is structure; flat noise stays below the epsilon."""
+
+
+def lncc_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+              window: int = LNCC_WINDOW) -> torch.Tensor:
+    """1 - mean squared local normalized cross-correlation (ANTs' CC metric, VoxelMorph's NCC) in a box window.
+
+    Insensitive to a local linear change of contrast, which suits intra-modality pairs such as cine frames.
+    """
+    pool = F.avg_pool2d if warped.dim() == 4 else F.avg_pool3d
+    stacked = torch.cat([warped, target, warped * warped, target * target, warped * target], dim=1)
+    mu_x, mu_y, xx, yy, xy = pool(stacked, window, stride=1, padding=window // 2,
+                                  count_include_pad=False).unbind(dim=1)
+    cov, var_x, var_y = xy - mu_x * mu_y, (xx - mu_x * mu_x).clamp_min(0), (yy - mu_y * mu_y).clamp_min(0)
+    cc = cov * cov / (var_x * var_y + LNCC_EPSILON)
+    return 1.0 - weighted_mean(cc, weight)
 
 
 MI_BINS = 16
@@ -33,8 +71,8 @@ MI_MAX_SAMPLES = 200_000
 bounds its memory: the scatter-add keeps 16 weights per sampled voxel for the backward pass."""
 
 
-def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: int = MI_BINS,
-                            samples: Optional[torch.Tensor] = None) -> torch.Tensor:
+def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                            bins: int = MI_BINS, samples: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Negative mutual information of images in [0, 1], averaged over the batch.
 
     The joint histogram uses cubic B-spline Parzen windows (as Mattes MI in ITK): each voxel adds to 4 x 4 bins by
@@ -43,8 +81,9 @@ def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: in
     """
     batch = warped.shape[0]
     warped, target = warped.reshape(batch, -1), target.reshape(batch, -1)
+    weight = torch.ones_like(target) if weight is None else weight.reshape(batch, -1)
     if samples is not None:
-        warped, target = warped[:, samples], target[:, samples]
+        warped, target, weight = warped[:, samples], target[:, samples], weight[:, samples]
     x_weights, x_index = _cubic_parzen(warped, bins)
     y_weights, y_index = _cubic_parzen(target, bins)
     offset = torch.arange(batch, device=warped.device).reshape(-1, 1) * bins * bins
@@ -52,8 +91,8 @@ def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: in
     for x_step in range(4):
         for y_step in range(4):
             index = offset + (x_index + x_step) * bins + (y_index + y_step)
-            joint = joint.index_add(0, index.reshape(-1), (x_weights[x_step] * y_weights[y_step]).reshape(-1))
-    joint = joint.reshape(batch, bins, bins) / x_index.shape[1]
+            joint = joint.index_add(0, index.reshape(-1), (x_weights[x_step] * y_weights[y_step] * weight).reshape(-1))
+    joint = joint.reshape(batch, bins, bins) / weight.sum(dim=1).clamp_min(1e-6).reshape(batch, 1, 1)
     marginals = joint.sum(dim=2, keepdim=True) * joint.sum(dim=1, keepdim=True)
     eps = 1e-10
     information = (joint * (torch.log(joint + eps) - torch.log(marginals + eps))).sum(dim=(1, 2))
@@ -61,8 +100,12 @@ def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, bins: in
 
 
 def _cubic_parzen(values: torch.Tensor, bins: int):
-    """Cubic B-spline weights of each value over 4 consecutive bins, and the first bin's index."""
-    position = 1.0 + values.clamp(0.0, 1.0) * (bins - 3)
+    """Cubic B-spline weights of each value over 4 consecutive bins, and the first bin's index.
+
+    NaN is mapped to 0 first: a bin index must never leave the histogram, whatever reaches it (a NaN cast to long is
+    an arbitrary integer, and index_add out of range is a native crash, not an exception).
+    """
+    position = 1.0 + torch.nan_to_num(values, nan=0.0).clamp(0.0, 1.0) * (bins - 3)
     first = position.detach().floor().clamp(max=bins - 3)
     u = position - first
     weights = ((1 - u) ** 3 / 6, (3 * u ** 3 - 6 * u ** 2 + 4) / 6, (-3 * u ** 3 + 3 * u ** 2 + 3 * u + 1) / 6,
@@ -77,7 +120,9 @@ def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0)
     deterministic and smooth from one iteration to the next).
     """
     if name == "mse":
-        return lambda warped, target: torch.mean((warped - target) ** 2)
+        return lambda warped, target, weight=None: weighted_mean((warped - target) ** 2, weight)
+    if name == "lncc":
+        return lncc_loss
     terms: list[Similarity] = []
     if "mi" in name.split("+"):
         samples = None
@@ -89,7 +134,7 @@ def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0)
         terms.append(ssim_loss)
     if not terms:
         raise ValueError(f"unknown similarity {name!r}")
-    return lambda warped, target: sum(term(warped, target) for term in terms)
+    return lambda warped, target, weight=None: sum(term(warped, target, weight) for term in terms)
 
 
 def physical_weights(shape: Sequence[int], spacing: Sequence[float], device: torch.device) -> torch.Tensor:

@@ -86,9 +86,18 @@ def gaussian_smooth(tensor: torch.Tensor, sigmas: Sequence[float]) -> torch.Tens
 
 def normalized_to_voxels(displacement: torch.Tensor) -> torch.Tensor:
     """Normalized displacement (channels x, y[, z]) to voxel units in the same channel order."""
+    return displacement * _voxels_per_unit(displacement)
+
+
+def voxels_to_normalized(displacement: torch.Tensor) -> torch.Tensor:
+    """Voxel displacement (channels x, y[, z]) to normalized units."""
+    return displacement / _voxels_per_unit(displacement)
+
+
+def _voxels_per_unit(displacement: torch.Tensor) -> torch.Tensor:
     spatial = displacement.shape[2:]
-    scale = torch.tensor([(n - 1) / 2.0 for n in reversed(spatial)], device=displacement.device, dtype=displacement.dtype)
-    return displacement * scale.reshape(1, -1, *([1] * len(spatial)))
+    scale = [max(n - 1, 1) / 2.0 for n in reversed(spatial)]
+    return torch.tensor(scale, device=displacement.device, dtype=displacement.dtype).reshape(1, -1, *([1] * len(spatial)))
 
 
 def jacobian_determinant(displacement: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,14 @@ Three layouts:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .fields import normalized_to_voxels
+from .fields import normalized_to_voxels, voxels_to_normalized
 from .validation import InputError
 
 THICK_SLICE_RATIO = 3.0
@@ -39,6 +40,10 @@ class TensorLayout:
             return self.array_spacing
         return tuple(s for axis, s in enumerate(self.array_spacing) if axis != self.slice_axis)
 
+    def cropped(self, shape: Sequence[int]) -> "TensorLayout":
+        """The same layout for a box of the image."""
+        return dataclasses.replace(self, array_shape=tuple(int(n) for n in shape))
+
     def to_tensor(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
         if self.slice_axis is None:
             batched = array[None, None]
@@ -58,6 +63,20 @@ class TensorLayout:
         for channel, array_axis in enumerate(reversed(in_plane_array_axes)):
             full[..., dim - 1 - array_axis] = vectors[..., channel]
         return np.ascontiguousarray(np.moveaxis(full, 0, self.slice_axis))
+
+
+    def from_voxel_displacement(self, vectors: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Inverse of :meth:`to_voxel_displacement`: voxel vectors (*array_shape, dim) -> normalized field."""
+        dim = len(self.array_shape)
+        if self.slice_axis is None:
+            channels = vectors
+        else:
+            in_plane = [axis for axis in range(dim) if axis != self.slice_axis]
+            channels = np.moveaxis(vectors, self.slice_axis, 0)[..., [dim - 1 - axis for axis in reversed(in_plane)]]
+        if self.slice_axis is None:
+            channels = channels[None]
+        field = torch.movedim(torch.from_numpy(np.ascontiguousarray(channels, dtype=np.float32)), -1, 1).to(device)
+        return voxels_to_normalized(field)
 
 
 def choose_layout(mode: str, array_shape: Sequence[int], array_spacing: Sequence[float]) -> TensorLayout:

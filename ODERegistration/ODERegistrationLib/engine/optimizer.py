@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -30,6 +30,15 @@ from .pyramid import gaussian_pyramid, working_pyramid_shapes
 
 MIN_NET_SIZE = 16
 """The net grid is not made coarser than this many voxels along an axis."""
+MIN_SIMILARITY_GAIN = 0.01
+"""The early stop may end a run only once the similarity has improved by this fraction of its starting value, so
+a slow start (a small learning rate, a weak gradient) is never mistaken for convergence at the identity; a run
+that ends below this gain is flagged (:attr:`FieldPair.similarity_improved`)."""
+
+
+class RegistrationDiverged(RuntimeError):
+    """The loss became NaN or infinite: the learning rate is too high for these images, or their values are
+    extreme. A diverged map is never returned."""
 
 
 @dataclass
@@ -40,13 +49,20 @@ class FieldPair:
     backward: torch.Tensor
     final_loss: float
     iterations_run: int
+    similarity_start: float
+    """Similarity term (summed over the levels, both directions) at the identity, and at the end."""
+    similarity_end: float
+
+    @property
+    def similarity_improved(self) -> bool:
+        return _has_moved(self.similarity_start, self.similarity_end)
 
 
 class _Level:
     """Everything about one pyramid level that does not change while optimizing."""
 
-    def __init__(self, fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float], finest_spacing: float,
-                 parameters: RegistrationParameters) -> None:
+    def __init__(self, fixed: torch.Tensor, moving: torch.Tensor, masks: Optional[Tuple[torch.Tensor, torch.Tensor]],
+                 spacing: Sequence[float], parameters: RegistrationParameters) -> None:
         shape = tuple(fixed.shape[2:])
         self.shape = shape
         self.fields = fixed.shape[0]
@@ -54,19 +70,26 @@ class _Level:
         """What each direction's warped image is compared with: fixed for D_F, moving for D_B."""
         self.sources = torch.cat([moving, fixed])
         """What each direction warps."""
+        self.target_masks = self.source_masks = None
+        if masks is not None:
+            self.target_masks, self.source_masks = torch.cat(masks), torch.cat(masks[::-1])
         self.weights = physical_weights(shape, spacing, fixed.device)
         self.net_shape = tuple(max(min(n, MIN_NET_SIZE), math.ceil(n / parameters.net_downsampling)) for n in shape)
         grid = identity_grid(self.net_shape, fixed.device)
         self.net_grids = torch.cat([grid, -grid])
-        self.velocity_sigmas = [parameters.smoothing_sigma * finest_spacing / s * (m - 1) / max(n - 1, 1)
-                                for s, n, m in zip(spacing, shape, self.net_shape)]
+        net_spacing = [s * max(n - 1, 1) / max(m - 1, 1) for s, n, m in zip(spacing, shape, self.net_shape)]
+        self.velocity_sigmas = [parameters.smoothing_sigma_mm / s for s in net_spacing]
         self.similarity = similarity_loss(parameters.similarity, math.prod(shape), fixed.device, parameters.seed)
 
 
 def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float],
                     parameters: RegistrationParameters, progress: ProgressCallback = None,
-                    cancel: CancelCheck = None) -> FieldPair:
+                    cancel: CancelCheck = None,
+                    masks: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> FieldPair:
     """Fit the forward and backward maps between two images of shape (B, 1, *spatial), intensities in [0, 1].
+
+    ``masks`` (fixed, moving), each of the images' shape with values in [0, 1], restrict the similarity: a voxel
+    counts as much as its target's mask times the warped mask of its source, as elastix and ANTs use masks.
 
     B > 1 registers B independent pairs (the slices of a stack), each with its own net parameters.
     ``spacing`` is the voxel size of the spatial axes in array order. The fields come back at the images' size
@@ -80,9 +103,11 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     iterations = parameters.iterations if dim == 2 else parameters.iterations_3d
     shapes, skipped = working_pyramid_shapes(fixed.shape[2:], spacing, parameters.levels, halvings)
     fixed_pyramid, moving_pyramid = gaussian_pyramid(fixed, shapes), gaussian_pyramid(moving, shapes)
-    finest_spacing = min(spacing)
-    levels = [_Level(f, m, s, finest_spacing, parameters)
-              for f, m, (_, s) in list(zip(fixed_pyramid, moving_pyramid, shapes))[skipped:]]
+    mask_pyramids = [None] * len(shapes)
+    if masks is not None:
+        mask_pyramids = list(zip(*(gaussian_pyramid(mask, shapes) for mask in masks)))
+    levels = [_Level(f, m, k, s, parameters)
+              for f, m, k, (_, s) in list(zip(fixed_pyramid, moving_pyramid, mask_pyramids, shapes))[skipped:]]
 
     torch.manual_seed(parameters.seed)
     kernel = parameters.kernel_size_2d if dim == 2 else parameters.kernel_size_3d
@@ -91,48 +116,69 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
 
     start = time.perf_counter()
     losses: List[float] = []
+    similarities: List[float] = []
     iteration = 0
     for iteration in range(1, iterations + 1):
         if cancel is not None and cancel():
             raise RegistrationCancelled(f"cancelled after {iteration - 1} iterations")
         optimizer.zero_grad(set_to_none=True)
-        _, level_losses = _run_levels(net, levels, parameters)
+        _, level_losses, similarity = _run_levels(net, levels, parameters)
         loss = torch.stack(level_losses).sum()
+        losses.append(float(loss.detach()))
+        similarities.append(float(similarity))
+        if not math.isfinite(losses[-1]):
+            raise RegistrationDiverged(
+                f"the optimization diverged at iteration {iteration} (loss {losses[-1]}): lower the learning rate "
+                f"({parameters.learning_rate:g}) or check the images' intensities")
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
         if progress is not None:
             progress(Progress(iteration, iterations, losses[-1],
                               tuple(float(v.detach()) for v in level_losses), time.perf_counter() - start))
-        if _converged(losses, parameters):
+        if _converged(losses, similarities, parameters):
             break
 
     with torch.no_grad():
-        forward, backward = _run_levels(net, levels, parameters)[0].split(fields)
+        both, _, similarity = _run_levels(net, levels, parameters)
+        if not torch.isfinite(both).all():
+            raise RegistrationDiverged(f"the optimization diverged (non-finite fields after {iteration} iterations): "
+                                       f"lower the learning rate ({parameters.learning_rate:g})")
+        forward, backward = both.split(fields)
         if parameters.inverse_refinement_steps > 0:  # on the working grid: 4x (2-D) to 64x (3-D) cheaper
             backward = refine_inverse(forward, backward, parameters.inverse_refinement_steps)
         forward, backward = (resize_field(field, fixed.shape[2:]) for field in (forward, backward))
-    return FieldPair(forward, backward, losses[-1], iteration)
+    return FieldPair(forward, backward, losses[-1], iteration, similarities[0], float(similarity))
 
 
-def _converged(losses: List[float], parameters: RegistrationParameters) -> bool:
-    """True when the best loss of the last window improved by less than the tolerance on the window before."""
+def _has_moved(start: float, current: float) -> bool:
+    return start - current > MIN_SIMILARITY_GAIN * abs(start)
+
+
+def _converged(losses: List[float], similarities: List[float], parameters: RegistrationParameters) -> bool:
+    """True when the best loss of the last window improved by less than the tolerance on the window before, once
+    the similarity has started to improve."""
     window = parameters.convergence_window
     if parameters.convergence_tolerance <= 0 or len(losses) < 2 * window:
+        return False
+    if not _has_moved(similarities[0], min(similarities)):
         return False
     previous, recent = min(losses[-2 * window:-window]), min(losses[-window:])
     return previous - recent < parameters.convergence_tolerance * abs(recent)
 
 
 def _run_levels(net: VelocityNet, levels: List[_Level],
-                parameters: RegistrationParameters) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """One coarse-to-fine pass; returns the finest fields of both directions and each level's loss, finest first."""
+                parameters: RegistrationParameters) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
+    """One coarse-to-fine pass; returns the finest fields of both directions, each level's loss (finest first) and
+    the similarity term summed over the levels (detached, for the early stop)."""
     both = None
     losses: List[torch.Tensor] = []
+    similarity = torch.zeros(())
     for level in reversed(levels):
         both = _euler_step(net, level, both, parameters)
-        losses.insert(0, _level_loss(level, both, parameters))
-    return both, losses
+        loss, level_similarity = _level_loss(level, both, parameters)
+        losses.insert(0, loss)
+        similarity = similarity + level_similarity.detach().cpu()
+    return both, losses, similarity
 
 
 def _euler_step(net: VelocityNet, level: _Level, coarser: torch.Tensor | None,
@@ -149,13 +195,18 @@ def _euler_step(net: VelocityNet, level: _Level, coarser: torch.Tensor | None,
     return compose(coarser, step)
 
 
-def _level_loss(level: _Level, both: torch.Tensor, parameters: RegistrationParameters) -> torch.Tensor:
-    """Sum over the two directions of each term; the batched terms average over both, hence the factor 2."""
+def _level_loss(level: _Level, both: torch.Tensor,
+                parameters: RegistrationParameters) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The level's loss and its similarity term. Sum over the two directions of each term; the batched terms average
+    over both, hence the factor 2."""
     forward, backward = both.split(level.fields)
-    similarity = level.similarity(warp(level.sources, both), level.targets)
+    weight = None
+    if level.target_masks is not None:
+        weight = level.target_masks * warp(level.source_masks, both)
+    similarity = level.similarity(warp(level.sources, both), level.targets, weight)
     inverse_consistency = mean_squared_displacement(compose(torch.cat([backward, forward]), both), level.weights)
     magnitude = mean_squared_displacement(both, level.weights)
     loss = similarity + parameters.inverse_consistency_weight * inverse_consistency + parameters.magnitude_weight * magnitude
     if parameters.folding_weight > 0:
         loss = loss + parameters.folding_weight * folding_penalty(both)
-    return 2.0 * loss
+    return 2.0 * loss, similarity

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-SIMILARITIES = ("mi+ssim", "ssim", "mse", "mi")
+SIMILARITIES = ("mi+ssim", "lncc", "ssim", "mse", "mi")
+REGIONS = ("auto", "whole")
 MODES = ("auto", "2d", "3d", "slices")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -26,8 +27,10 @@ class RegistrationParameters:
     learning_rate: float = 5e-4
     regularization_lambda: float = 5.0
     similarity: str = "mi+ssim"
-    smoothing_sigma: float = 2.0
-    """Gaussian LowPass of the velocity, in voxels of the finest in-plane spacing, at every level."""
+    smoothing_sigma_mm: float = 3.125
+    """Gaussian LowPass of the velocity, in millimetres, applied on the net grid of every level (where the velocity
+    lives), so it means the same smoothing whatever the image spacing and the net grid. 3.125 mm is the paper's
+    2 voxels at ACDC's 1.5625 mm."""
     conv_layers: int = 4
     channels: int = 24
     kernel_size_2d: int = 5
@@ -52,6 +55,12 @@ class RegistrationParameters:
     """Stop early when the best loss of the last ``convergence_window`` iterations improved by less than this
     fraction on the window before (0: run all iterations, as the paper)."""
     convergence_window: int = 50
+    region: str = "auto"
+    """Where to register: ``auto`` fits the map inside the box of the moving labels (or of the fixed mask) plus
+    ``region_margin_mm`` and continues it smoothly to the identity outside; ``whole`` fits the whole image. An
+    explicit box is an input of :func:`register_images`, not a parameter."""
+    region_margin_mm: float = 25.0
+    """Margin around the labels' bounding box, in millimetres, of the ``auto`` region."""
     mode: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -63,7 +72,9 @@ class RegistrationParameters:
             (self.learning_rate > 0, f"learning rate must be positive, not {self.learning_rate}"),
             (self.regularization_lambda >= 0, f"lambda must be non-negative, not {self.regularization_lambda}"),
             (self.similarity in SIMILARITIES, f"similarity must be one of {', '.join(SIMILARITIES)}"),
-            (self.smoothing_sigma >= 0, f"smoothing sigma must be non-negative, not {self.smoothing_sigma}"),
+            (self.smoothing_sigma_mm >= 0, f"smoothing sigma must be non-negative, not {self.smoothing_sigma_mm}"),
+            (self.region in REGIONS, f"region must be one of {', '.join(REGIONS)}"),
+            (self.region_margin_mm >= 0, f"region margin must be non-negative, not {self.region_margin_mm}"),
             (self.conv_layers >= 2, f"conv layers must be at least 2, not {self.conv_layers}"),
             (self.channels >= 1, f"channels must be at least 1, not {self.channels}"),
             (self.kernel_size_2d % 2 == 1 and self.kernel_size_3d % 2 == 1, "kernel sizes must be odd"),
@@ -103,7 +114,7 @@ PRESETS = {
     "fast": RegistrationParameters(),
     "paper": RegistrationParameters(iterations=800, iterations_3d=800, net_downsampling=1, image_halvings_2d=0,
                                     image_halvings_3d=0, folding_weight=0.0, inverse_refinement_steps=0,
-                                    convergence_tolerance=0.0),
+                                    convergence_tolerance=0.0, region="whole"),
 }
 """``paper``: the published configuration (800 Adam iterations, every level and the net at full resolution, no
 folding guard, the net's backward map as it is). ``fast``: the default; the finest level at half the image's

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -19,11 +19,12 @@ import torch
 
 from . import __version__
 from .device import DeviceError, choose_device, is_out_of_memory, out_of_memory_message
-from .fields import compose
-from .layout import TensorLayout, choose_layout
+from .fields import compose, refine_inverse
+from .layout import choose_layout
 from .metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
 from .optimizer import optimize_fields
 from .parameters import RegistrationParameters
+from .region import Region, embed_displacement, region_around_mask, region_from_corners, whole_region
 from .progress import CancelCheck, ProgressCallback
 from .validation import InputError, check_image, check_labels, check_pair
 
@@ -48,59 +49,100 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                     parameters: RegistrationParameters = RegistrationParameters(),
                     moving_labels: Optional[sitk.Image] = None, fixed_labels: Optional[sitk.Image] = None,
                     progress: ProgressCallback = None, cancel: CancelCheck = None,
-                    names: Optional[Dict[str, str]] = None) -> RegistrationResult:
-    """Run the registration on images with physical geometry; ``names`` label inputs in error messages."""
+                    names: Optional[Dict[str, str]] = None, fixed_mask: Optional[sitk.Image] = None,
+                    moving_mask: Optional[sitk.Image] = None,
+                    region_corners: Optional[Sequence[Sequence[float]]] = None) -> RegistrationResult:
+    """Run the registration on images with physical geometry; ``names`` label inputs in error messages.
+
+    ``fixed_mask`` / ``moving_mask`` (label maps on their image's grid; nonzero = inside) restrict the similarity.
+    ``region_corners`` (physical LPS points, such as a box's corners) fit the map in the box of the fixed grid that
+    covers them; otherwise ``parameters.region`` decides (see region.py).
+    """
     names = {"fixed": "fixed image", "moving": "moving image", "fixed_labels": "fixed labels",
-             "moving_labels": "moving labels", **(names or {})}
+             "moving_labels": "moving labels", "fixed_mask": "fixed mask", "moving_mask": "moving mask",
+             "region_corners": "region box", **(names or {})}
     check_pair(fixed, moving, names["fixed"], names["moving"])
     fixed_array = check_image(fixed, names["fixed"])
     check_image(moving, names["moving"])
-    if moving_labels is not None:
-        check_labels(moving_labels, moving, names["moving_labels"], names["moving"])
-    if fixed_labels is not None:
-        check_labels(fixed_labels, fixed, names["fixed_labels"], names["fixed"])
+    for key, labels, image in (("moving_labels", moving_labels, "moving"), ("fixed_labels", fixed_labels, "fixed"),
+                               ("fixed_mask", fixed_mask, "fixed"), ("moving_mask", moving_mask, "moving")):
+        if labels is not None:
+            check_labels(labels, fixed if image == "fixed" else moving, names[key], names[image])
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     moving_on_fixed = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0))
     if np.ptp(moving_on_fixed) == 0:
         raise InputError(f"{names['moving']}: does not overlap {names['fixed']} in physical space "
                          "(check origins and directions, or align them first)")
+    fixed_weight = _mask_on(fixed_mask, fixed, names["fixed_mask"])
+    support = _support_on(moving, fixed)
+    moving_weight = _mask_on(moving_mask, fixed, names["moving_mask"]) * support
 
+    region = _choose_region(parameters, fixed, fixed_array.shape, moving_labels, fixed_mask, moving_mask,
+                            region_corners, names)
     layout = choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1])
+    inside = layout.cropped(region.shape)
     device = choose_device(parameters.device)
+    masks = None
+    if fixed_weight[region.slices].min() < 1 or moving_weight[region.slices].min() < 1:
+        masks = tuple(inside.to_tensor(weight[region.slices], device) for weight in (fixed_weight, moving_weight))
     start = time.perf_counter()
     try:
-        fields = optimize_fields(layout.to_tensor(normalize_intensities(fixed_array), device),
-                                 layout.to_tensor(normalize_intensities(moving_on_fixed), device),
-                                 layout.spacing, parameters, progress, cancel)
-        round_trip = compose(fields.backward, fields.forward)
+        fields = optimize_fields(inside.to_tensor(normalize_intensities(fixed_array[region.slices]), device),
+                                 inside.to_tensor(normalize_intensities(moving_on_fixed[region.slices]), device),
+                                 inside.spacing, parameters, progress, cancel, masks)
+        spacing = fixed.GetSpacing()[::-1]
+        (forward_voxels, fade_mm), (backward_voxels, _) = (
+            embed_displacement(inside.to_voxel_displacement(field), region, fixed_array.shape, spacing)
+            for field in (fields.forward, fields.backward))
+        forward_field, backward_field = (layout.from_voxel_displacement(voxels, device)
+                                         for voxels in (forward_voxels, backward_voxels))
+        if not region.is_whole(fixed_array.shape) and parameters.inverse_refinement_steps > 0:
+            backward_field = refine_inverse(forward_field, backward_field, parameters.inverse_refinement_steps)
+            backward_voxels = layout.to_voxel_displacement(backward_field)
+        round_trip = compose(backward_field, forward_field)
     except RuntimeError as error:
         if is_out_of_memory(error):
             raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error
         raise
     seconds = time.perf_counter() - start
 
-    forward = displacement_image(layout, fields.forward, fixed)
-    backward = displacement_image(layout, fields.backward, fixed)
+    forward, backward = (displacement_image(voxels, fixed) for voxels in (forward_voxels, backward_voxels))
     warped = resample(moving, fixed, forward)
     inverse_warped = resample(sitk.Cast(fixed, sitk.sitkFloat32), moving, backward)
     determinant = jacobian_determinant(forward)
     jacobian = sitk.GetImageFromArray(determinant.astype(np.float32))
     jacobian.CopyInformation(fixed)
-    round_trip_mm = np.linalg.norm(sitk.GetArrayFromImage(displacement_image(layout, round_trip, fixed)), axis=-1)
+    round_trip_mm = np.linalg.norm(
+        sitk.GetArrayFromImage(displacement_image(layout.to_voxel_displacement(round_trip), fixed)), axis=-1)
 
-    fold = folding(determinant)
+    fold, inverse_fold = folding(determinant), folding(jacobian_determinant(backward))
+    overlap = float(support.mean())
+    warnings = []
+    if not fields.similarity_improved:
+        warnings.append(f"the similarity did not improve ({fields.similarity_start:.4g} -> "
+                        f"{fields.similarity_end:.4g} after {fields.iterations_run} iterations): the map is close to "
+                        "the identity; check the inputs or raise the learning rate")
+    if overlap < LOW_OVERLAP:
+        warnings.append(f"{names['moving']} covers only {overlap:.0%} of {names['fixed']}'s field of view; "
+                        "the map is fitted where both have data")
     report = {
         "seconds": round(seconds, 3),
         "iterations": fields.iterations_run,
         "final_loss": fields.final_loss,
+        "similarity": {"start": fields.similarity_start, "end": fields.similarity_end},
         "device": str(device),
         "mode": layout.mode,
+        "region": {**region.describe(fixed), "fade_mm": round(fade_mm, 2)},
+        "overlap_fraction": round(overlap, 4),
         "folded_voxels": fold.folded_voxels,
         "folded_fraction": fold.folded_fraction,
         "min_jacobian": fold.min_jacobian,
         "max_jacobian": float(determinant.max()),
+        "inverse_folded_voxels": inverse_fold.folded_voxels,
+        "inverse_min_jacobian": inverse_fold.min_jacobian,
         "inverse_consistency_mm": float(round_trip_mm.mean()),
         "inverse_consistency_max_mm": float(round_trip_mm.max()),
+        "warnings": warnings,
         "parameters": parameters.as_dict(),
         "versions": {"oderegistration": __version__, "torch": torch.__version__, "SimpleITK": sitk.Version_VersionString(),
                      "python": platform.python_version()},
@@ -113,6 +155,40 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     return result
 
 
+LOW_OVERLAP = 0.5
+"""Below this fraction of the fixed field of view covered by the moving image, the report warns."""
+
+
+def _choose_region(parameters: RegistrationParameters, fixed: sitk.Image, shape, moving_labels, fixed_mask,
+                   moving_mask, region_corners, names: Dict[str, str]) -> Region:
+    """An explicit box wins; ``auto`` uses the moving labels, else the fixed mask, else the moving mask."""
+    if region_corners is not None:
+        return region_from_corners(region_corners, fixed, names["region_corners"])
+    if parameters.region == "auto":
+        for key, image in (("moving_labels", moving_labels), ("fixed_mask", fixed_mask), ("moving_mask", moving_mask)):
+            if image is not None:
+                return region_around_mask(image, fixed, parameters.region_margin_mm, names[key])
+    return whole_region(shape)
+
+
+def _mask_on(mask: Optional[sitk.Image], reference: sitk.Image, name: str) -> np.ndarray:
+    """A mask (nonzero = inside) as 0/1 floats on the reference grid; all ones without a mask."""
+    if mask is None:
+        return np.ones(sitk.GetArrayViewFromImage(reference).shape, np.float32)
+    array = sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(mask != 0, sitk.sitkUInt8), reference, sitk.Transform(),
+                                                 sitk.sitkNearestNeighbor, 0)).astype(np.float32)
+    if not array.any():
+        raise InputError(f"{name}: is empty (no nonzero voxel) where it lies on the fixed image")
+    return array
+
+
+def _support_on(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    """Where ``image`` has data on the reference grid (1 inside its field of view, 0 outside, linear at the edge)."""
+    ones = sitk.Image(image.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(image)
+    return sitk.GetArrayFromImage(sitk.Resample(ones, reference, sitk.Transform(), sitk.sitkLinear, 0.0))
+
+
 def normalize_intensities(array: np.ndarray) -> np.ndarray:
     """Map the 0.5-99.5 percentile range to [0, 1] and clip, so similarity terms see comparable contrast."""
     low, high = np.percentile(array, [0.5, 99.5])
@@ -121,9 +197,9 @@ def normalize_intensities(array: np.ndarray) -> np.ndarray:
     return np.clip((array - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
-def displacement_image(layout: TensorLayout, normalized_field: torch.Tensor, reference: sitk.Image) -> sitk.Image:
-    """Normalized optimizer field -> ITK displacement field (LPS mm vectors) on the reference grid."""
-    voxels = layout.to_voxel_displacement(normalized_field)
+def displacement_image(voxels: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Voxel displacement (*array_shape, dim), components i, j[, k] -> ITK displacement field (LPS mm vectors) on
+    the reference grid."""
     physical = voxels @ index_to_physical_matrix(reference).T
     image = sitk.GetImageFromArray(physical, isVector=True)
     image.CopyInformation(reference)

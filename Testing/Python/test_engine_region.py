@@ -1,0 +1,126 @@
+"""Region of interest: placed from labels or a physical box (2-D, 3-D, oblique), refused when it cannot be placed,
+and continued outside the box to the identity without folding."""
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ODERegistrationLib.engine import InputError, RegistrationParameters, register_images
+from ODERegistrationLib.engine.metrics import jacobian_determinant
+from ODERegistrationLib.engine.region import (MIN_FADE_MM, Region, embed_displacement, region_around_mask,
+                                              region_from_box)
+from ODERegistrationLib.engine.registration import displacement_image
+
+from conftest import load_pair
+
+
+@pytest.fixture(scope="module")
+def oblique_stack(data_dir):
+    """The Sunnybrook 3-D stack: oblique scanner directions, labels on some slices."""
+    return load_pair(data_dir, "sunnybrook", "scd_SCD0000101_3d")
+
+
+def _label_box(labels: sitk.Image):
+    """First and last labelled voxel along each array axis."""
+    nonzero = np.nonzero(sitk.GetArrayViewFromImage(labels))
+    return [int(axis.min()) for axis in nonzero], [int(axis.max()) for axis in nonzero]
+
+
+def test_region_from_labels_holds_the_labels_and_the_margin(small_2d_pair):
+    labels, fixed = small_2d_pair["moving_labels"], small_2d_pair["fixed"]
+    region = region_around_mask(labels, fixed, 25.0, "moving labels")
+    first, last = _label_box(labels)
+    spacing = fixed.GetSpacing()[::-1]
+    for axis, size in enumerate(sitk.GetArrayViewFromImage(fixed).shape):
+        margin = int(round(25.0 / spacing[axis]))
+        assert region.start[axis] == max(0, first[axis] - margin)
+        assert region.stop[axis] == min(size, last[axis] + margin + 1)
+    assert not region.is_whole(sitk.GetArrayViewFromImage(fixed).shape)
+
+
+def test_an_explicit_box_selects_the_same_voxels_as_its_corners(small_2d_pair):
+    fixed = small_2d_pair["fixed"]
+    lower = fixed.TransformIndexToPhysicalPoint((10, 20))
+    upper = fixed.TransformIndexToPhysicalPoint((60, 90))
+    region = region_from_box(lower, upper, fixed)
+    assert (region.start, region.stop) == ((20, 10), (91, 61))
+    description = region.describe(fixed)
+    assert description["index_start"] == [10, 20] and description["index_size"] == [51, 71]
+    assert np.allclose(description["physical_lower_mm"], np.minimum(lower, upper))
+
+
+def test_on_an_oblique_stack_a_box_of_the_region_s_physical_corners_covers_the_region(oblique_stack):
+    """The region's physical extent, given back as a box, covers at least the same voxels (more: the image is
+    oblique, so the axis-aligned physical box is larger than the voxel box)."""
+    fixed, labels = oblique_stack["fixed"], oblique_stack["moving_labels"]
+    direction = np.array(fixed.GetDirection()).reshape(3, 3)
+    assert not np.allclose(np.abs(direction), np.eye(3))  # really oblique
+    region = region_around_mask(labels, fixed, 10.0, "moving labels")
+    description = region.describe(fixed)
+    again = region_from_box(description["physical_lower_mm"], description["physical_upper_mm"], fixed)
+    assert all(a <= b for a, b in zip(again.start, region.start))
+    assert all(a >= b for a, b in zip(again.stop, region.stop))
+    centre = fixed.TransformContinuousIndexToPhysicalPoint(
+        [(a + b - 1) / 2 for a, b in zip(region.start[::-1], region.stop[::-1])])
+    assert np.allclose(centre, (np.array(description["physical_lower_mm"]) + description["physical_upper_mm"]) / 2,
+                       atol=0.01)
+
+
+def test_a_box_that_misses_the_image_is_refused(small_2d_pair):
+    fixed = small_2d_pair["fixed"]
+    far = np.array(fixed.TransformIndexToPhysicalPoint((0, 0))) - 1000.0
+    with pytest.raises(InputError, match="misses the image"):
+        region_from_box(far, far + 10.0, fixed)
+    with pytest.raises(InputError, match="needs 4 numbers"):
+        region_from_box([0.0], [1.0, 2.0, 3.0], fixed)
+
+
+def test_masks_that_cannot_be_used_are_refused(small_2d_pair):
+    fixed, moving = small_2d_pair["fixed"], small_2d_pair["moving"]
+    other_grid = sitk.Image([20, 20], sitk.sitkUInt8) + 1
+    with pytest.raises(InputError, match="fixed mask: its grid"):
+        register_images(fixed, moving, RegistrationParameters(iterations=1), fixed_mask=other_grid)
+    empty = sitk.Image(moving.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(moving)
+    with pytest.raises(InputError, match="moving mask: is empty"):
+        register_images(fixed, moving, RegistrationParameters(iterations=1), moving_mask=empty)
+
+
+def test_the_continuation_outside_the_region_reaches_the_identity_without_folding():
+    """A strong displacement up to the box's border (6 voxels = 9 mm, sheared) is faded outside without folding."""
+    shape, spacing = (160, 170), (1.5, 1.5)
+    region = Region((60, 65), (90, 100), "box")
+    rows, columns = np.meshgrid(np.arange(30), np.arange(35), indexing="ij")
+    inside = np.stack([6.0 * np.sin(rows / 9.0), 4.0 * np.cos(columns / 7.0)], axis=-1)  # components i, j
+    whole, fade_mm = embed_displacement(inside, region, shape, spacing)
+    assert np.array_equal(whole[region.slices], inside)
+    assert fade_mm >= MIN_FADE_MM and fade_mm >= np.pi * 6.0 * 1.5 - 1e-9
+    far = int(np.ceil(fade_mm / 1.5)) + 1
+    assert np.abs(whole[:60 - far]).max() == 0 and np.abs(whole[:, 100 + far:]).max() == 0
+    assert np.abs(whole[60 - far + 2:60]).max() > 0  # a continuation, not a cut
+    reference = sitk.Image([170, 160], sitk.sitkFloat32)
+    reference.SetSpacing(spacing)
+    assert jacobian_determinant(displacement_image(whole, reference)).min() > 0
+
+
+def test_cli_fits_the_automatic_region_and_writes_whole_fields_that_fold_nothing(small_2d_pair, tmp_path, capsys):
+    from ODERegistrationLib.cli.main import main
+
+    for key, image in small_2d_pair.items():
+        sitk.WriteImage(image, str(tmp_path / f"{key}.nii.gz"))
+    assert main(["register", "--fixed", str(tmp_path / "fixed.nii.gz"), "--moving", str(tmp_path / "moving.nii.gz"),
+                 "--moving-labels", str(tmp_path / "moving_labels.nii.gz"), "--output-dir", str(tmp_path / "out"),
+                 "--iterations", "120", "--quiet"]) == 0
+    assert "region: moving labels" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["region"]["source"].startswith("moving labels") and report["region"]["fade_mm"] >= MIN_FADE_MM
+    assert report["folded_voxels"] == 0 and report["inverse_folded_voxels"] == 0
+    fixed = small_2d_pair["fixed"]
+    for name in ("displacement.nii.gz", "inverse_displacement.nii.gz"):
+        field = sitk.ReadImage(str(tmp_path / "out" / name), sitk.sitkVectorFloat64)
+        assert field.GetSize() == fixed.GetSize()
+        assert jacobian_determinant(field).min() > 0
+        corner = sitk.GetArrayFromImage(field)[:3, :3]
+        assert np.abs(corner).max() == 0  # far from the heart the map is the identity
+    assert report["inverse_consistency_mm"] < 0.5 * fixed.GetSpacing()[0]

@@ -1,24 +1,26 @@
 """Score one method on one pair with the project's own metric code; runs in a fresh process per task."""
 from __future__ import annotations
 
+import math
 import resource
 from typing import Dict, List
 
 import numpy as np
 import SimpleITK as sitk
 
-from ODERegistrationLib.engine.metrics import folding, jacobian_determinant, label_scores
-from ODERegistrationLib.engine.registration import warp_labels
+from ODERegistrationLib.engine.metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
+from ODERegistrationLib.engine.region import embed_displacement, region_around_mask
+from ODERegistrationLib.engine.registration import displacement_image, warp_labels
 
 from .dataset import Pair
-from .methods import METHODS
+from .methods import METHODS, Method, MethodOutput
 
 
 def evaluate(pair: Pair, method_name: str, options: dict) -> List[Dict]:
     """One row per evaluated label: Dice/HD before and after, folding, inverse consistency, time, peak memory."""
     fixed, moving = pair.image("fixed"), pair.image("moving")
     fixed_labels, moving_labels = pair.image("fixed_labels"), pair.image("moving_labels")
-    output = METHODS[method_name].run(fixed, moving, options)
+    output = run_in_region(METHODS[method_name], fixed, moving, moving_labels, options)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
     warped = warp_labels(moving_labels, fixed, output.forward)
@@ -28,9 +30,12 @@ def evaluate(pair: Pair, method_name: str, options: dict) -> List[Dict]:
     before = label_scores(fixed_labels, unregistered, pair.eval_labels)
     after = label_scores(fixed_labels, warped, pair.eval_labels)
     fold = folding(jacobian_determinant(output.forward))
+    inverse_folds = folding(jacobian_determinant(output.backward)).folded_voxels if output.backward else math.nan
+    suffix = "+roi" if options["region"] == "auto" else ""
     common = {
-        "pair": pair.id, "method": method_name, "seconds": output.seconds, "peak_rss_mb": peak_mb,
+        "pair": pair.id, "method": method_name + suffix, "seconds": output.seconds, "peak_rss_mb": peak_mb,
         "folded_voxels": fold.folded_voxels, "folded_fraction": fold.folded_fraction, "min_jacobian": fold.min_jacobian,
+        "inverse_folded_voxels": inverse_folds,
         "inverse_consistency_mm": _round_trip_mm(output.forward, output.backward),
     }
     rows = []
@@ -43,6 +48,32 @@ def evaluate(pair: Pair, method_name: str, options: dict) -> List[Dict]:
                      "hausdorff95_mm_before": before[label].hausdorff95_mm,
                      "hausdorff95_mm_after": after[label].hausdorff95_mm})
     return rows
+
+
+def run_in_region(method: Method, fixed: sitk.Image, moving: sitk.Image, moving_labels: sitk.Image,
+                  options: dict) -> MethodOutput:
+    """Run a method on the whole pair, or (region ``auto``) on the box around the moving labels that the engine
+    would choose: the peers get the cropped pair and their fields are continued outside the box exactly as the
+    engine continues its own; the engine gets the labels and crops itself."""
+    if options["region"] != "auto":
+        return method.run(fixed, moving, options)
+    if method.name == "ode":
+        return method.run(fixed, moving, {**options, "moving_labels": moving_labels})
+    region = region_around_mask(moving_labels, fixed, options["ode_parameters"].region_margin_mm, "moving labels")
+    box = [slice(a, b) for a, b in zip(region.start[::-1], region.stop[::-1])]  # SimpleITK slices in i, j, k order
+    fixed_box = fixed[tuple(box)]
+    moving_box = sitk.Resample(moving, fixed_box, sitk.Transform(), sitk.sitkLinear, 0.0, moving.GetPixelID())
+    output = method.run(fixed_box, moving_box, options)
+    whole = [_embed(field, region, fixed) if field is not None else None for field in (output.forward, output.backward)]
+    return MethodOutput(whole[0], whole[1], output.seconds)
+
+
+def _embed(field: sitk.Image, region, reference: sitk.Image) -> sitk.Image:
+    to_voxels = np.linalg.inv(index_to_physical_matrix(reference)).T
+    voxels = sitk.GetArrayFromImage(field).astype(np.float64) @ to_voxels
+    whole, _ = embed_displacement(voxels, region, sitk.GetArrayViewFromImage(reference).shape,
+                                  reference.GetSpacing()[::-1])
+    return displacement_image(whole, reference)
 
 
 def _keep_slices(labels: sitk.Image, slices: List[int]) -> sitk.Image:

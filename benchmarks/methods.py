@@ -40,7 +40,7 @@ class Method:
 def run_ode(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutput:
     from ODERegistrationLib.engine import register_images
 
-    result = register_images(fixed, moving, options["ode_parameters"])
+    result = register_images(fixed, moving, options["ode_parameters"], moving_labels=options.get("moving_labels"))
     return MethodOutput(result.forward, result.backward, result.report["seconds"])
 
 

@@ -33,12 +33,15 @@ def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], t
     for row in rows:
         by_method[row["method"]].append(row)
     lines = [f"## {title}", "", f"Pairs: {len({row['pair'] for row in rows})}.", ""]
-    header = "| method | " + " | ".join(f"Dice {name}" for _, name in labels) + " | HD95 mm (mean) | folded voxels (mean %) | median time s | time / SyN |"
+    header = ("| method | " + " | ".join(f"Dice {name}" for _, name in labels) + " | mean Dice | HD95 mm (mean) "
+              "| folded voxels (mean %) | inverse folded voxels (total) | pairs at identity | median time s "
+              "| time / SyN |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     first = methods[0] if methods else None
     lines.append("| unregistered | " + " | ".join(
         _mean_sd([r["dice_before"] for r in by_method[first] if r["label"] == label]) for label, _ in labels)
-        + " | " + _mean_sd([r["hausdorff95_mm_before"] for r in by_method[first]]) + " | – | – | – |")
+        + f" | {_mean([r['dice_before'] for r in by_method[first]])}"
+        + " | " + _mean_sd([r["hausdorff95_mm_before"] for r in by_method[first]]) + " | – | – | – | – | – |")
     syn_times = _per_pair(by_method.get("syn", []), "seconds")
     for method in methods:
         method_rows = by_method.get(method, [])
@@ -48,10 +51,15 @@ def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], t
         ratios = [times[pair] / syn_times[pair] for pair in times if pair in syn_times and syn_times[pair] > 0]
         ratio = f"{statistics.median(ratios):.2f}" if ratios else "–"
         folds = [100 * v for v in _per_pair(method_rows, "folded_fraction").values()]
+        inverse_folds = [v for v in _per_pair(method_rows, "inverse_folded_voxels").values() if not math.isnan(v)]
+        inverse_cell = f"{sum(inverse_folds):.0f}" if inverse_folds else "–"
+        at_identity = {row["pair"] for row in method_rows} - {
+            row["pair"] for row in method_rows if float(row["dice_after"]) != float(row["dice_before"])}
         lines.append(f"| {method} | " + " | ".join(
             _mean_sd([r["dice_after"] for r in method_rows if r["label"] == label]) for label, _ in labels)
+            + f" | {_mean([r['dice_after'] for r in method_rows])}"
             + f" | {_mean_sd([r['hausdorff95_mm_after'] for r in method_rows])}"
-            + f" | {statistics.mean(folds):.4f}"
+            + f" | {statistics.mean(folds):.4f} | {inverse_cell} | {len(at_identity)}"
             + f" | {statistics.median(times.values()):.2f} | {ratio} |")
     ic = {method: _mean_sd(list(_per_pair(by_method[method], "inverse_consistency_mm").values()))
           for method in methods if by_method.get(method)}
@@ -63,6 +71,11 @@ def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], t
     if missing:
         lines += ["", "Not run: " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _mean(values: List[float]) -> str:
+    """Mean over every (pair, label) case: the figure the issues compare methods by."""
+    return f"{statistics.mean(float(v) for v in values):.3f}"
 
 
 def _per_pair(rows: List[Dict], key: str) -> Dict[str, float]:

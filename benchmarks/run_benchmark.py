@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=int, help="only the first N pairs")
     parser.add_argument("--isotropic", type=int, metavar="N",
                         help="resample each fully labelled 3-D pair onto an N^3 isotropic cube around the labels")
+    parser.add_argument("--whole-fov-spacing", type=float, metavar="MM",
+                        help="resample each fully labelled 3-D pair's whole field of view to this isotropic spacing")
+    parser.add_argument("--roi", nargs="+", choices=("auto", "whole"), default=["auto", "whole"],
+                        help="run every method on the whole image, and/or on the box around the moving labels "
+                             "(auto; '+roi' in the tables): the same box for every method")
     add_parameter_options(parser)  # the engine's options, exactly as the oderegistration command takes them
     parser.add_argument("--title", help="heading of summary.md (default: data folder and settings)")
     return parser
@@ -42,27 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
     parameters = parameters_from_arguments(arguments).replace(device="cpu")
-    pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic)
+    pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic, arguments.whole_fov_spacing)
     missing = [m.missing() for name, m in METHODS.items() if name in arguments.methods and m.missing()]
     methods = [name for name in arguments.methods if METHODS[name].missing() is None]
     for message in missing:
         print(f"benchmark: {message}; skipped", file=sys.stderr)
-    options = {"ode_parameters": parameters}
     rows = []
     context = multiprocessing.get_context("spawn")
-    tasks = [(pair, method) for pair in pairs for method in methods]
+    tasks = [(pair, method, region) for pair in pairs for region in arguments.roi for method in methods]
     with tqdm(total=len(tasks), desc="benchmark", unit="run") as bar:
-        for pair, method in tasks:
-            bar.set_postfix_str(f"{pair.id} {method}")
+        for pair, method, region in tasks:
+            bar.set_postfix_str(f"{pair.id} {method} {region}")
+            options = {"ode_parameters": parameters.replace(region=region), "region": region}
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                 rows.extend(pool.submit(evaluate, pair, method, options).result())
             bar.update()
+    methods = [name + suffix for suffix in [{"whole": "", "auto": "+roi"}[r] for r in arguments.roi] for name in methods]
     arguments.output_dir.mkdir(parents=True, exist_ok=True)
     title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs"
-                                f"{f', resampled to {arguments.isotropic}^3' if arguments.isotropic else ''}, ode preset "
+                                f"{f', resampled to {arguments.isotropic}^3' if arguments.isotropic else ''}"
+                                f"{f', whole field of view at {arguments.whole_fov_spacing:g} mm' if arguments.whole_fov_spacing else ''}, ode preset "
                                 f"{arguments.preset}: at most {parameters.iterations} iterations "
                                 f"({parameters.iterations_3d} for volumes), {parameters.levels} levels, "
-                                f"{parameters.similarity}, mode {parameters.mode}")
+                                f"{parameters.similarity}, mode {parameters.mode}, regions {' '.join(arguments.roi)}")
     write_csv(rows, arguments.output_dir / "results.csv")
     summary = summary_markdown(rows, methods, missing, title)
     (arguments.output_dir / "summary.md").write_text(summary)

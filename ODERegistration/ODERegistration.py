@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLGridTransformNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -20,6 +20,8 @@ from slicer.util import VTKObservationMixin
 from ODERegistrationLib.engine.parameters import DEVICES, MODES, SIMILARITIES, RegistrationParameters
 
 DEFAULTS = RegistrationParameters()
+PANEL_REGIONS = ("auto", "roi", "whole")
+"""The engine's regions, plus ``roi``: the box of a Markups ROI node chosen in the panel."""
 POLL_INTERVAL_MS = 200
 
 
@@ -48,6 +50,10 @@ class ODERegistrationParameterNode:
     movingVolume: vtkMRMLScalarVolumeNode
     movingSegmentation: vtkMRMLSegmentationNode
     fixedSegmentation: vtkMRMLSegmentationNode
+    regionMode: Annotated[str, Choice(list(PANEL_REGIONS))] = DEFAULTS.region
+    regionROI: vtkMRMLMarkupsROINode
+    fixedMask: vtkMRMLSegmentationNode
+    movingMask: vtkMRMLSegmentationNode
     iterations: Annotated[int, WithinRange(1, 100000)] = DEFAULTS.iterations
     iterations3D: Annotated[int, WithinRange(1, 100000)] = DEFAULTS.iterations_3d
     levels: Annotated[int, WithinRange(1, 6)] = DEFAULTS.levels
@@ -56,7 +62,8 @@ class ODERegistrationParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = DEFAULTS.device
     learningRate: float = DEFAULTS.learning_rate
     regularizationLambda: float = DEFAULTS.regularization_lambda
-    smoothingSigma: float = DEFAULTS.smoothing_sigma
+    smoothingSigmaMm: Annotated[float, WithinRange(0.0, 50.0)] = DEFAULTS.smoothing_sigma_mm
+    regionMarginMm: Annotated[float, WithinRange(0.0, 500.0)] = DEFAULTS.region_margin_mm
     netDownsampling: Annotated[int, WithinRange(1, 16)] = DEFAULTS.net_downsampling
     imageHalvings2D: Annotated[int, WithinRange(0, 3)] = DEFAULTS.image_halvings_2d
     imageHalvings3D: Annotated[int, WithinRange(0, 3)] = DEFAULTS.image_halvings_3d
@@ -72,9 +79,14 @@ class ODERegistrationParameterNode:
         return RegistrationParameters(
             iterations=self.iterations, iterations_3d=self.iterations3D, levels=self.levels, similarity=self.similarity,
             mode=self.mode, device=self.device, learning_rate=self.learningRate, regularization_lambda=self.regularizationLambda,
-            smoothing_sigma=self.smoothingSigma, net_downsampling=self.netDownsampling,
+            smoothing_sigma_mm=self.smoothingSigmaMm, net_downsampling=self.netDownsampling,
             image_halvings_2d=self.imageHalvings2D, image_halvings_3d=self.imageHalvings3D,
-            folding_weight=self.foldingWeight, seed=self.seed)
+            folding_weight=self.foldingWeight, seed=self.seed,
+            region="whole" if self.regionMode == "whole" else "auto", region_margin_mm=self.regionMarginMm)
+
+    def region_roi(self):
+        """The ROI node when the region is to come from it (the engine then uses its box)."""
+        return self.regionROI if self.regionMode == "roi" else None
 
 
 class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -185,7 +197,8 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not start the registration.", waitCursor=True):
             self.logic = self.logic or ODERegistrationLogic()
             self.request = RegistrationRequest(node.fixedVolume, node.movingVolume, node.registration_parameters(),
-                                               node.movingSegmentation, node.fixedSegmentation)
+                                               node.movingSegmentation, node.fixedSegmentation, node.region_roi(),
+                                               node.fixedMask, node.movingMask)
             self.job = self.logic.start(self.request)
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
@@ -283,7 +296,10 @@ def _summary(outputs) -> str:
     lines = [f"Time: {report['seconds']:.1f} s on {report['device']} ({report['mode']}, {report['iterations']} iterations)",
              f"Folded voxels: {report['folded_voxels']} ({100 * report['folded_fraction']:.3f} %)",
              f"det J: min {report['min_jacobian']:.3f}, max {report['max_jacobian']:.3f}",
-             f"Inverse consistency: {report['inverse_consistency_mm']:.3f} mm mean round trip"]
+             f"Inverse consistency: {report['inverse_consistency_mm']:.3f} mm mean round trip "
+             f"({report['inverse_folded_voxels']} folded voxels in the inverse)",
+             f"Region: {report['region']['source']}, {report['region']['index_size']} voxels"]
+    lines += [f"Warning: {warning}" for warning in report["warnings"]]
     for label, scores in report.get("labels", {}).items():
         before, after = scores["before"], scores["after"]
         lines.append(f"{outputs.segment_names.get(label, label)}: Dice {before['dice']:.3f} -> {after['dice']:.3f}, "

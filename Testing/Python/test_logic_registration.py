@@ -206,3 +206,43 @@ def test_cancel_leaves_the_scene_unchanged(mrml, cardiac_2d):
 def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="fixed and a moving"):
         ODERegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))
+
+
+def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):
+    """An ROI node made from a voxel box of the oblique stack (as Slicer aligns an ROI to a volume) maps back to
+    exactly that box; the region the run used is shown as an ROI node over the same voxels."""
+    from ODERegistrationLib.engine.region import region_from_corners
+    from ODERegistrationLib.logic.geometry import fill_roi_from_box
+
+    pair = shrink_pair(load_pair(data_dir, "sunnybrook", "scd_SCD0000101_3d"), 4)
+    fixed = add_volume(mrml.scene, pair["fixed"], "ES")
+    moving = add_volume(mrml.scene, pair["moving"], "ED")
+    roi = mrml.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "heart")
+    fill_roi_from_box(roi, pair["fixed"], [10, 12, 2], [30, 28, 6])
+    logic = ODERegistrationLogic(mrml.scene)
+    request = RegistrationRequest(fixed, moving, RegistrationParameters(iterations=3, mode="slices"), region_roi=roi)
+    inputs = logic.prepare(request)
+    region = region_from_corners(inputs.region_corners, pair["fixed"])
+    assert region.start[::-1] == (10, 12, 2) and region.shape[::-1] == (30, 28, 6)
+    outputs = logic.run(request, OutputRequest(inverse_transform=None, jacobian_volume=None))
+    assert outputs.report["region"]["index_start"] == [10, 12, 2]
+    assert outputs.report["region"]["index_size"] == [30, 28, 6]
+    shown = [0.0] * 6
+    outputs.region_roi.GetRASBounds(shown)
+    given = [0.0] * 6
+    roi.GetRASBounds(given)
+    assert np.allclose(shown, given, atol=1e-3)
+
+
+def test_automatic_region_and_masks_from_segmentations(mrml, cardiac_2d):
+    """The moving segmentation places the region; a mask segmentation on another volume's grid is refused."""
+    outputs = ODERegistrationLogic(mrml.scene).run(RegistrationRequest(
+        cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=20),
+        cardiac_2d["moving_segmentation"], fixed_mask=cardiac_2d["fixed_segmentation"],
+        moving_mask=cardiac_2d["moving_segmentation"]))
+    assert outputs.report["region"]["source"] == "ED segmentation"
+    assert outputs.region_roi is not None and outputs.report["folded_voxels"] == 0
+    whole = ODERegistrationLogic(mrml.scene).run(RegistrationRequest(
+        cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=2, region="whole"),
+        cardiac_2d["moving_segmentation"]))
+    assert whole.report["region"]["source"] == "whole image" and whole.region_roi is None

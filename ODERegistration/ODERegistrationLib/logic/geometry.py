@@ -5,6 +5,9 @@ honoured rather than silently dropped; a volume under a non-linear transform is 
 """
 from __future__ import annotations
 
+import itertools
+from typing import List
+
 import numpy as np
 import SimpleITK as sitk
 import slicer
@@ -67,3 +70,25 @@ def fill_volume(node: "slicer.vtkMRMLVolumeNode", image: sitk.Image) -> None:
     slicer.util.updateVolumeFromArray(node, sitk.GetArrayFromImage(image))
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras_from_image(image)))
     node.SetAndObserveTransformNodeID(None)
+
+
+def roi_corners_lps(roi_node: "slicer.vtkMRMLMarkupsROINode") -> List[List[float]]:
+    """The eight world corners of a Markups ROI (rotated or not, parent transforms included), in LPS."""
+    object_to_world = slicer.util.arrayFromVTKMatrix(roi_node.GetObjectToWorldMatrix())
+    half = np.asarray(roi_node.GetSize()) / 2.0
+    corners = [object_to_world @ np.array([*signs * half, 1.0]) for signs in itertools.product((-1.0, 1.0), repeat=3)]
+    return [(RAS_TO_LPS @ corner[:3]).tolist() for corner in corners]
+
+
+def fill_roi_from_box(roi_node: "slicer.vtkMRMLMarkupsROINode", reference: sitk.Image, index_start: List[int],
+                      index_size: List[int]) -> None:
+    """Make the ROI the box of voxels ``index_start`` .. ``+ index_size`` (ITK order) of a 3-D reference image,
+    oriented like its grid, so an oblique image gets an ROI that matches its voxels exactly."""
+    spacing = np.asarray(reference.GetSpacing())
+    direction = np.asarray(reference.GetDirection()).reshape(3, 3)
+    centre_index = np.asarray(index_start, float) + (np.asarray(index_size) - 1) / 2.0
+    object_to_node = np.eye(4)
+    object_to_node[:3, :3] = RAS_TO_LPS @ direction
+    object_to_node[:3, 3] = RAS_TO_LPS @ np.asarray(reference.TransformContinuousIndexToPhysicalPoint(centre_index.tolist()))
+    roi_node.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(object_to_node))
+    roi_node.SetSize(*(np.asarray(index_size) * spacing).tolist())

@@ -26,6 +26,10 @@ class EngineInputs:
     parameters: RegistrationParameters
     moving_labels: Optional[sitk.Image] = None
     fixed_labels: Optional[sitk.Image] = None
+    fixed_mask: Optional[sitk.Image] = None
+    moving_mask: Optional[sitk.Image] = None
+    region_corners: Optional[List[List[float]]] = None
+    """Physical LPS points whose box on the fixed grid is the region (an ROI node's corners)."""
     names: dict = field(default_factory=dict)
 
 
@@ -54,7 +58,9 @@ class RegistrationJob:
             self.result = register_images(self.inputs.fixed, self.inputs.moving, self.inputs.parameters,
                                           moving_labels=self.inputs.moving_labels,
                                           fixed_labels=self.inputs.fixed_labels, progress=self._progress.put,
-                                          cancel=self._cancel.is_set, names=self.inputs.names)
+                                          cancel=self._cancel.is_set, names=self.inputs.names,
+                                          fixed_mask=self.inputs.fixed_mask, moving_mask=self.inputs.moving_mask,
+                                          region_corners=self.inputs.region_corners)
         except RegistrationCancelled:
             self.cancelled = True
         except Exception as error:  # reported to the user by the main thread, never lost

@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import vtk
 
 from ..engine import RegistrationResult
-from .geometry import fill_volume
+from .geometry import fill_roi_from_box, fill_volume
 from .grid_transform import fill_grid_transform
 from .segmentations import fill_segmentation, segment_ids, segment_names
 
@@ -27,6 +27,8 @@ class OutputRequest:
     warped_volume: object = CREATE
     jacobian_volume: object = CREATE
     propagated_segmentation: object = CREATE
+    region_roi: object = CREATE
+    """A Markups ROI showing the region the map was fitted in (left untouched when the whole image was)."""
 
 
 @dataclass
@@ -41,6 +43,7 @@ class RegistrationOutputs:
     warped_volume: Optional[object] = None
     jacobian_volume: Optional[object] = None
     propagated_segmentation: Optional[object] = None
+    region_roi: Optional[object] = None
 
 
 def build_outputs(scene, result: RegistrationResult, request: OutputRequest, fixed, moving,
@@ -83,6 +86,13 @@ def build_outputs(scene, result: RegistrationResult, request: OutputRequest, fix
             outputs.propagated_segmentation = node
         outputs.segment_names = {str(value): name
                                  for value, name in enumerate(segment_names(moving_segmentation), start=1)}
+    region = result.report["region"]
+    if region["source"] != "whole image":
+        node = _node(scene, request.region_roi, "vtkMRMLMarkupsROINode", f"{prefix} region")
+        if node is not None:
+            fill_roi_from_box(node, result.forward, region["index_start"], region["index_size"])
+            node.CreateDefaultDisplayNodes()
+            outputs.region_roi = node
     return outputs
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 import slicer
 
 from ..engine import InputError, RegistrationParameters
-from .geometry import image_from_volume
+from .geometry import image_from_volume, roi_corners_lps
 from .job import EngineInputs, RegistrationJob
 from .output_nodes import OutputRequest, RegistrationOutputs, build_outputs
 from .segmentations import labels_from_segmentation, segment_names
@@ -28,6 +28,12 @@ class RegistrationRequest:
     """Propagated onto the fixed volume."""
     fixed_segmentation: Optional[object] = None
     """Used only to score Dice and Hausdorff per segment."""
+    region_roi: Optional[object] = None
+    """A Markups ROI node: the map is fitted in the fixed volume's box that covers it (else ``parameters.region``)."""
+    fixed_mask: Optional[object] = None
+    """Segmentation on the fixed volume: the similarity counts only voxels inside one of its segments."""
+    moving_mask: Optional[object] = None
+    """Likewise on the moving volume."""
 
 
 class ODERegistrationLogic:
@@ -50,6 +56,14 @@ class ODERegistrationLogic:
             moving_names = segment_names(request.moving_segmentation) if request.moving_segmentation else None
             inputs.fixed_labels = labels_from_segmentation(request.fixed_segmentation, fixed, moving_names)
             inputs.names["fixed_labels"] = request.fixed_segmentation.GetName()
+        for key, segmentation, volume in (("fixed_mask", request.fixed_mask, fixed),
+                                          ("moving_mask", request.moving_mask, moving)):
+            if segmentation is not None:
+                setattr(inputs, key, labels_from_segmentation(segmentation, volume))
+                inputs.names[key] = segmentation.GetName()
+        if request.region_roi is not None:
+            inputs.region_corners = roi_corners_lps(request.region_roi)
+            inputs.names["region_corners"] = request.region_roi.GetName()
         return inputs
 
     def start(self, request: RegistrationRequest) -> RegistrationJob:

@@ -65,8 +65,7 @@ class ODERegistrationParameterNode:
     smoothingSigmaMm: Annotated[float, WithinRange(0.0, 50.0)] = DEFAULTS.smoothing_sigma_mm
     regionMarginMm: Annotated[float, WithinRange(0.0, 500.0)] = DEFAULTS.region_margin_mm
     netDownsampling: Annotated[int, WithinRange(1, 16)] = DEFAULTS.net_downsampling
-    imageHalvings2D: Annotated[int, WithinRange(0, 3)] = DEFAULTS.image_halvings_2d
-    imageHalvings3D: Annotated[int, WithinRange(0, 3)] = DEFAULTS.image_halvings_3d
+    workingSpacingMm: Annotated[float, WithinRange(0.0, 20.0)] = DEFAULTS.working_spacing_mm
     foldingWeight: Annotated[float, WithinRange(0.0, 10000.0)] = DEFAULTS.folding_weight
     seed: int = DEFAULTS.seed
     forwardTransform: vtkMRMLGridTransformNode
@@ -80,7 +79,7 @@ class ODERegistrationParameterNode:
             iterations=self.iterations, iterations_3d=self.iterations3D, levels=self.levels, similarity=self.similarity,
             mode=self.mode, device=self.device, learning_rate=self.learningRate, regularization_lambda=self.regularizationLambda,
             smoothing_sigma_mm=self.smoothingSigmaMm, net_downsampling=self.netDownsampling,
-            image_halvings_2d=self.imageHalvings2D, image_halvings_3d=self.imageHalvings3D,
+            working_spacing_mm=self.workingSpacingMm,
             folding_weight=self.foldingWeight, seed=self.seed,
             region="whole" if self.regionMode == "whole" else "auto", region_margin_mm=self.regionMarginMm)
 

@@ -11,7 +11,7 @@ from ODERegistrationLib.engine.fields import (compose, exponentiate, gaussian_sm
                                               resize_field, warp)
 from ODERegistrationLib.engine.losses import folding_penalty
 from ODERegistrationLib.engine.metrics import jacobian_determinant as jacobian_determinant_mm
-from ODERegistrationLib.engine.pyramid import working_pyramid_shapes
+from ODERegistrationLib.engine.pyramid import halvings_to, working_pyramid_shapes
 
 
 def smooth_velocity(shape, amplitude=0.15):
@@ -93,6 +93,12 @@ def test_folding_guard_is_zero_unless_the_map_nearly_folds():
     assert folding_penalty(exponentiate(smooth_velocity((32, 32), amplitude=0.1))) == 0.0
     squeeze = -1.2 * identity_grid((32, 32))  # x -> -0.2 x: det J = 0.04, below the guard's margin
     assert folding_penalty(squeeze) > 0.0
+
+
+def test_working_spacing_sets_the_halvings_in_millimetres():
+    assert halvings_to((1.5625, 1.5625), 3.2) == 1 and halvings_to((1.367, 1.367, 10.0), 3.2) == 1
+    assert halvings_to((0.78, 0.78, 0.78), 3.2) == 2 and halvings_to((3.5, 3.5), 3.2) == 0
+    assert halvings_to((0.1, 0.1), 100.0) == 3 and halvings_to((1.0, 1.0), 0.0) == 0
 
 
 def test_image_halvings_keep_small_images_at_full_resolution():

@@ -11,7 +11,7 @@ def test_paper_preset_is_the_published_configuration():
     assert (paper.iterations, paper.levels, paper.learning_rate, paper.regularization_lambda) == (800, 2, 5e-4, 5.0)
     assert (paper.similarity, paper.conv_layers, paper.channels, paper.kernel_size_2d) == ("mi+ssim", 4, 24, 5)
     assert paper.net_downsampling == 1 and paper.convergence_tolerance == 0.0
-    assert (paper.image_halvings_2d, paper.image_halvings_3d, paper.folding_weight) == (0, 0, 0.0)
+    assert (paper.working_spacing_mm, paper.folding_weight, paper.region) == (0.0, 0.0, "whole")
     assert paper.iterations_3d == 800 and paper.inverse_refinement_steps == 0
     assert paper.inverse_consistency_weight == 0.5 and paper.magnitude_weight == 2.5
 
@@ -21,8 +21,8 @@ def test_defaults_are_the_fast_preset():
 
 
 @pytest.mark.parametrize("change", [{"iterations": 0}, {"levels": 9}, {"similarity": "ncc"}, {"mode": "4d"},
-                                    {"net_downsampling": 0}, {"kernel_size_2d": 4}, {"image_halvings_3d": 4},
-                                    {"image_halvings_2d": -1}, {"folding_weight": -1.0},
+                                    {"net_downsampling": 0}, {"kernel_size_2d": 4}, {"working_spacing_mm": -1.0},
+                                    {"learning_rate": 2.0}, {"folding_weight": -1.0},
                                     {"iterations_3d": 0}, {"inverse_refinement_steps": -1}, {"region": "box"},
                                     {"region_margin_mm": -1.0}, {"smoothing_sigma_mm": -0.5}])
 def test_invalid_parameters_are_refused(change):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import signal
 import sys
-from pathlib import Path
+import threading
 from typing import List, Optional
 
 from ..engine import DeviceError, InputError, RegistrationCancelled, RegistrationParameters, register_images
-from ..engine.io import read_image, write_result
+from ..engine.io import check_output_dir, read_image, write_result
 from ..engine.optimizer import RegistrationDiverged
 from ..engine.parameters import DEVICES, MODES, PRESETS, REGIONS, SIMILARITIES
 from ..engine.qa import save_qa_figure
@@ -20,7 +21,7 @@ from .progress_bar import ProgressBar
 
 EXIT_INPUT_ERROR = 2
 TUNABLE = {"iterations": int, "iterations_3d": int, "levels": int, "learning_rate": float, "regularization_lambda": float,
-           "smoothing_sigma_mm": float, "net_downsampling": int, "image_halvings_2d": int, "image_halvings_3d": int,
+           "smoothing_sigma_mm": float, "net_downsampling": int, "working_spacing_mm": float,
            "folding_weight": float, "region_margin_mm": float, "seed": int}
 
 
@@ -63,8 +64,8 @@ def add_parameter_options(parser: argparse.ArgumentParser) -> None:
              "smoothing_sigma_mm": "Gaussian LowPass of the velocity, in mm, on the net grid",
              "region_margin_mm": "margin around the moving labels of the automatic region, in mm",
              "net_downsampling": "net grid this many times coarser than each level (paper: 1)",
-             "image_halvings_2d": "finest level = the image halved this many times, 2-D and stacks (paper: 0)",
-             "image_halvings_3d": "the same for volumes (paper: 0)",
+             "working_spacing_mm": "finest level = the image halved while its spacing stays at most this, in mm "
+                                   "(paper: 0, full resolution)",
              "folding_weight": "weight of the folding guard on det J < 0.1 (paper: 0)"}
     flags = {"regularization_lambda": "--lambda", "region_margin_mm": "--roi-margin-mm"}
     for name, kind in TUNABLE.items():
@@ -104,18 +105,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         parameters = parameters_from_arguments(arguments)
     except ValueError as error:
         parser.error(str(error))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the staging folder is removed on the way out
     inputs = _input_paths(arguments)
     corners = None
     if isinstance(arguments.roi, tuple):
         corners = [list(corner) for corner in itertools.product(*zip(*arguments.roi))]
     try:
-        return _run(inputs, Path(arguments.output_dir), parameters, arguments.quiet, corners)
+        return _run(inputs, arguments.output_dir, parameters, arguments.quiet, corners)
     except (InputError, DeviceError, RegistrationDiverged) as error:
         print(f"oderegistration: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except (KeyboardInterrupt, RegistrationCancelled):
         print("oderegistration: cancelled; nothing was written", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _input_paths(arguments: argparse.Namespace) -> dict:
@@ -128,8 +135,9 @@ def _input_paths(arguments: argparse.Namespace) -> dict:
     return paths
 
 
-def _run(inputs: dict, output_dir: Path, parameters: RegistrationParameters, quiet: bool,
+def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, quiet: bool,
          region_corners=None) -> int:
+    output_dir = check_output_dir(output_path)
     names = {key: f"{key.replace('_', ' ')} {path}" for key, path in inputs.items()}
     names["region_corners"] = "--roi box"
     images = {key: read_image(path, key.replace("_", " ")) for key, path in inputs.items()}

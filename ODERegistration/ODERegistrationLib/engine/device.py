@@ -53,5 +53,5 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def out_of_memory_message(device: torch.device, shape) -> str:
     return (f"{device.type.upper()} ran out of memory registering an image of {' x '.join(map(str, shape))} voxels; "
-            "retry with a coarser working resolution (image downsampling 4), on the CPU (device cpu), "
-            "or on a cropped image")
+            "retry with a coarser working resolution (a larger --working-spacing-mm), on the CPU (--device cpu), "
+            "or in a smaller region (--roi)")

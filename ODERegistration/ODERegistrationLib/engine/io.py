@@ -37,12 +37,33 @@ def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
         raise InputError(f"{name} {path}: cannot be read ({reason})") from None
 
 
+EXTRA_FILES = ("qa.png", "report.json")
+"""Written beside the images; a re-run removes every file of both lists that it does not write itself."""
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder that cannot be written, before any work is done."""
+    if not str(output_dir).strip():
+        raise InputError("output folder: the path is empty")
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output folder {path}: is a file, not a folder")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {path}: {parent} cannot be written to")
+    return path
+
+
 def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
                  write_extras: Optional[Callable[[Path], None]] = None) -> Path:
     """Write every output into ``output_dir``, all at once: files go to a staging folder first and are moved in
-    only when all of them were written, so an error never leaves a directory that looks complete."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    only when all of them were written, so an error never leaves a directory that looks complete, and outputs of
+    an earlier run that this one does not write are removed, so the folder never mixes two runs."""
+    output_dir = check_output_dir(output_dir)
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"output folder {output_dir}: cannot be created ({error.strerror})") from None
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         for attribute, filename in OUTPUT_FILES.items():
@@ -53,6 +74,9 @@ def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
             write_extras(staging)
         (staging / "report.json").write_text(json.dumps(_json_safe(result.report), indent=2) + "\n")
         output_dir.mkdir(exist_ok=True)
+        written = {path.name for path in staging.iterdir()}
+        for stale in set(OUTPUT_FILES.values()).union(EXTRA_FILES) - written:
+            (output_dir / stale).unlink(missing_ok=True)
         for path in staging.iterdir():
             os.replace(path, output_dir / path.name)
     finally:

@@ -26,7 +26,7 @@ from .losses import folding_penalty, mean_squared_displacement, physical_weights
 from .network import VelocityNet
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
-from .pyramid import gaussian_pyramid, working_pyramid_shapes
+from .pyramid import gaussian_pyramid, halvings_to, working_pyramid_shapes
 
 MIN_NET_SIZE = 16
 """The net grid is not made coarser than this many voxels along an axis."""
@@ -34,6 +34,11 @@ MIN_SIMILARITY_GAIN = 0.01
 """The early stop may end a run only once the similarity has improved by this fraction of its starting value, so
 a slow start (a small learning rate, a weak gradient) is never mistaken for convergence at the identity; a run
 that ends below this gain is flagged (:attr:`FieldPair.similarity_improved`)."""
+
+
+EXPLODED = 100.0
+"""A loss this many times above its start (at least 1) has diverged: at the identity the regularizers are zero and
+the similarity terms are of order 1, so a map that makes them a hundred times larger is no registration."""
 
 
 class RegistrationDiverged(RuntimeError):
@@ -93,15 +98,15 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
 
     B > 1 registers B independent pairs (the slices of a stack), each with its own net parameters.
     ``spacing`` is the voxel size of the spatial axes in array order. The fields come back at the images' size
-    whatever the working resolution (``image_halvings_2d/3d``).
+    whatever the working resolution (``working_spacing_mm``).
     """
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must have one shape")
     dim = fixed.dim() - 2
     fields = fixed.shape[0]
-    halvings = parameters.image_halvings_2d if dim == 2 else parameters.image_halvings_3d
     iterations = parameters.iterations if dim == 2 else parameters.iterations_3d
-    shapes, skipped = working_pyramid_shapes(fixed.shape[2:], spacing, parameters.levels, halvings)
+    shapes, skipped = working_pyramid_shapes(fixed.shape[2:], spacing, parameters.levels,
+                                             halvings_to(spacing, parameters.working_spacing_mm))
     fixed_pyramid, moving_pyramid = gaussian_pyramid(fixed, shapes), gaussian_pyramid(moving, shapes)
     mask_pyramids = [None] * len(shapes)
     if masks is not None:
@@ -126,10 +131,11 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
         loss = torch.stack(level_losses).sum()
         losses.append(float(loss.detach()))
         similarities.append(float(similarity))
-        if not math.isfinite(losses[-1]):
+        if not math.isfinite(losses[-1]) or losses[-1] > EXPLODED * max(1.0, abs(losses[0])):
             raise RegistrationDiverged(
-                f"the optimization diverged at iteration {iteration} (loss {losses[-1]}): lower the learning rate "
-                f"({parameters.learning_rate:g}) or check the images' intensities")
+                f"the optimization diverged at iteration {iteration} (loss {losses[-1]:.3g}, started at "
+                f"{losses[0]:.3g}): lower the learning rate ({parameters.learning_rate:g}) or check the images' "
+                "intensities")
         loss.backward()
         optimizer.step()
         if progress is not None:
@@ -201,8 +207,8 @@ def _level_loss(level: _Level, both: torch.Tensor,
     over both, hence the factor 2."""
     forward, backward = both.split(level.fields)
     weight = None
-    if level.target_masks is not None:
-        weight = level.target_masks * warp(level.source_masks, both)
+    if level.target_masks is not None:  # no gradient through the mask: a map must not gain by leaving it
+        weight = level.target_masks * warp(level.source_masks, both.detach())
     similarity = level.similarity(warp(level.sources, both), level.targets, weight)
     inverse_consistency = mean_squared_displacement(compose(torch.cat([backward, forward]), both), level.weights)
     magnitude = mean_squared_displacement(both, level.weights)

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 SIMILARITIES = ("mi+ssim", "lncc", "ssim", "mse", "mi")
 REGIONS = ("auto", "whole")
+MAX_LEARNING_RATE = 1.0
+"""Adam moves every weight by up to the learning rate per step: above 1 the net's weights, which start near 0.1,
+are thrown around and the run can only diverge."""
 MODES = ("auto", "2d", "3d", "slices")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -40,11 +44,11 @@ class RegistrationParameters:
     net_downsampling: int = 4
     """The net, its velocity and exp live on a grid this many times coarser than each level (1: the paper).
     The smoothed velocity is band-limited anyway, so a coarser grid loses little and saves most of the cost."""
-    image_halvings_2d: int = 1
-    """The finest pyramid level is the image halved this many times (0: the paper), in 2-D and per slice of a
-    stack; the fitted fields are upsampled to the image at the end. A halving divides an iteration's cost by ~4."""
-    image_halvings_3d: int = 2
-    """The same for volumes, where a halving divides an iteration's cost by ~8."""
+    working_spacing_mm: float = 3.2
+    """The finest pyramid level is the image halved as often as its spacing stays at most this (0: never, the
+    paper); the fitted fields are upsampled to the image at the end. In physical units, so that a 1.5 mm cine
+    slice, a 1.5 mm volume and a 0.8 mm volume are all registered at about 3 mm. A halving divides an
+    iteration's cost by ~4 in 2-D and ~8 in 3-D."""
     folding_weight: float = 100.0
     """Weight of the folding guard, mean(max(0, 0.1 - det J)) of both maps at every level (0: the paper, which has
     no such term); it is zero unless a map compresses more than tenfold somewhere."""
@@ -66,10 +70,15 @@ class RegistrationParameters:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        not_finite = [f.name for f in dataclasses.fields(self)
+                      if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
+        if not_finite:
+            raise ValueError(f"{not_finite[0].replace('_', ' ')} must be a finite number, not {getattr(self, not_finite[0])}")
         checks = [
             (min(self.iterations, self.iterations_3d) >= 1, "iterations must be at least 1"),
             (1 <= self.levels <= 6, f"levels must be between 1 and 6, not {self.levels}"),
-            (self.learning_rate > 0, f"learning rate must be positive, not {self.learning_rate}"),
+            (0 < self.learning_rate <= MAX_LEARNING_RATE,
+             f"learning rate must be above 0 and at most {MAX_LEARNING_RATE:g}, not {self.learning_rate:g}"),
             (self.regularization_lambda >= 0, f"lambda must be non-negative, not {self.regularization_lambda}"),
             (self.similarity in SIMILARITIES, f"similarity must be one of {', '.join(SIMILARITIES)}"),
             (self.smoothing_sigma_mm >= 0, f"smoothing sigma must be non-negative, not {self.smoothing_sigma_mm}"),
@@ -80,8 +89,7 @@ class RegistrationParameters:
             (self.kernel_size_2d % 2 == 1 and self.kernel_size_3d % 2 == 1, "kernel sizes must be odd"),
             (self.integration_steps >= 0, f"integration steps must be non-negative, not {self.integration_steps}"),
             (self.net_downsampling >= 1, f"net downsampling must be at least 1, not {self.net_downsampling}"),
-            (0 <= min(self.image_halvings_2d, self.image_halvings_3d) and max(self.image_halvings_2d, self.image_halvings_3d) <= 3,
-             "image halvings must be between 0 and 3"),
+            (self.working_spacing_mm >= 0, f"working spacing must be non-negative, not {self.working_spacing_mm}"),
             (self.folding_weight >= 0, f"folding weight must be non-negative, not {self.folding_weight}"),
             (self.inverse_refinement_steps >= 0, "inverse refinement steps must be non-negative"),
             (self.convergence_tolerance >= 0, "convergence tolerance must be non-negative"),
@@ -112,9 +120,9 @@ class RegistrationParameters:
 
 PRESETS = {
     "fast": RegistrationParameters(),
-    "paper": RegistrationParameters(iterations=800, iterations_3d=800, net_downsampling=1, image_halvings_2d=0,
-                                    image_halvings_3d=0, folding_weight=0.0, inverse_refinement_steps=0,
-                                    convergence_tolerance=0.0, region="whole"),
+    "paper": RegistrationParameters(iterations=800, iterations_3d=800, net_downsampling=1, working_spacing_mm=0.0,
+                                    folding_weight=0.0, inverse_refinement_steps=0, convergence_tolerance=0.0,
+                                    region="whole"),
 }
 """``paper``: the published configuration (800 Adam iterations, every level and the net at full resolution, no
 folding guard, the net's backward map as it is). ``fast``: the default; the finest level at half the image's

@@ -9,6 +9,7 @@ import torch
 from .fields import gaussian_smooth, resize_field
 
 MIN_LEVEL_SIZE = 8
+MAX_HALVINGS = 3
 MIN_WORKING_VOXELS = 10_000
 """Image halvings do not shrink the finest working level below this many voxels per image (per slice in a stack):
 small images keep their resolution, where the similarity would lose too much detail to the regularizers."""
@@ -29,6 +30,14 @@ def pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int) 
         spacing = tuple(s * (r - 1) / max(n - 1, 1) for s, r, n in zip(spacing, result[-1][0], shape))
         result.append((shape, spacing))
     return result
+
+
+def halvings_to(spacing: Sequence[float], working_spacing_mm: float) -> int:
+    """How often the image can be halved before its finest spacing exceeds the working spacing (at most 3)."""
+    finest, halvings = min(spacing), 0
+    while halvings < MAX_HALVINGS and finest * 2 ** (halvings + 1) <= working_spacing_mm:
+        halvings += 1
+    return halvings
 
 
 def working_pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int,

@@ -62,6 +62,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
              "moving_labels": "moving labels", "fixed_mask": "fixed mask", "moving_mask": "moving mask",
              "region_corners": "region box", **(names or {})}
     check_pair(fixed, moving, names["fixed"], names["moving"])
+    if fixed_labels is not None and moving_labels is None:
+        raise InputError(f"{names['fixed_labels']}: fixed labels only score the propagated moving labels; give the "
+                         "moving labels too, or leave the fixed labels out")
     fixed_array = check_image(fixed, names["fixed"])
     check_image(moving, names["moving"])
     for key, labels, image in (("moving_labels", moving_labels, "moving"), ("fixed_labels", fixed_labels, "fixed"),

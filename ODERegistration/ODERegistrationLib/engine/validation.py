@@ -5,6 +5,11 @@ import numpy as np
 import SimpleITK as sitk
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_LABELS = 1000
+"""More distinct values than this is an intensity image, not a label map (each label costs a full resampling)."""
+
+
 class InputError(ValueError):
     """An input image or label map cannot be registered; the message names the input and the problem."""
 
@@ -22,6 +27,9 @@ def check_image(image: sitk.Image, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise InputError(f"{name}: contains NaN or infinite values")
     low, high = float(array.min()), float(array.max())
+    if max(abs(low), abs(high)) > FLOAT32_MAX:
+        raise InputError(f"{name}: has values up to {max(abs(low), abs(high)):.3g}, beyond what float32 holds "
+                         f"({FLOAT32_MAX:.3g}); rescale the image")
     if low == high:
         raise InputError(f"{name}: is constant (every voxel is {low:g}); there is nothing to register")
     return array.astype(np.float32)
@@ -49,4 +57,8 @@ def check_labels(labels: sitk.Image, image: sitk.Image, labels_name: str, image_
     array = sitk.GetArrayFromImage(labels)
     if not np.all(np.isfinite(array)) or np.any(array != np.round(array)) or array.min() < 0:
         raise InputError(f"{labels_name}: a label map must hold non-negative whole numbers")
+    values = np.unique(array)
+    if values.size > MAX_LABELS:
+        raise InputError(f"{labels_name}: has {values.size} distinct values, more than a label map plausibly has "
+                         f"({MAX_LABELS}); it looks like an intensity image")
     return array.astype(np.int64)

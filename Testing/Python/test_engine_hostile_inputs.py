@@ -1,0 +1,150 @@
+"""Inputs a hostile or careless user gives: each gets a correct result or one clear line and exit 2, never a
+native crash, a silently bad map, or an output folder that mixes two runs (issue 10's table, row by row)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ODERegistrationLib.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def files(small_2d_pair, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    paths = {}
+    for key, image in small_2d_pair.items():
+        paths[key] = str(folder / f"{key}.nii.gz")
+        sitk.WriteImage(image, paths[key])
+    return paths
+
+
+def register(files, output, *extra, labels=True):
+    arguments = ["register", "--fixed", files["fixed"], "--moving", files["moving"], "--output-dir", str(output),
+                 "--quiet", *extra]
+    if labels:
+        arguments += ["--moving-labels", files["moving_labels"]]
+    return main(arguments)
+
+
+def one_line_error(capsys) -> str:
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0, message
+    return message
+
+
+def test_a_diverging_run_is_an_error_not_a_result(files, tmp_path, capsys):
+    assert register(files, tmp_path / "out", "--learning-rate", "1", "--iterations", "150") == 2
+    message = one_line_error(capsys)
+    assert "diverged" in message and "learning rate" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["100", "1e30", "inf", "nan"])
+def test_learning_rates_that_can_only_diverge_are_refused_up_front(files, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        register(files, tmp_path / "out", "--learning-rate", value)
+    assert exit_info.value.code == 2
+    assert "learning rate" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_infinite_weight_is_refused(files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        register(files, tmp_path / "out", "--folding-weight", "inf")
+    assert exit_info.value.code == 2 and "finite" in capsys.readouterr().err
+
+
+def test_values_beyond_float32_are_refused(files, small_2d_pair, tmp_path, capsys):
+    huge = sitk.Cast(small_2d_pair["moving"], sitk.sitkFloat64) * 1e100
+    path = str(tmp_path / "huge.nrrd")
+    sitk.WriteImage(huge, path)
+    assert register({**files, "moving": path}, tmp_path / "out") == 2
+    message = one_line_error(capsys)
+    assert path in message and "float32" in message
+
+
+@pytest.mark.parametrize("make", [lambda folder: folder / "a_file", lambda folder: folder / "a_file" / "out",
+                                  lambda _: ""])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(files, tmp_path, capsys, make):
+    (tmp_path / "a_file").write_text("not a folder")
+    start = time.perf_counter()
+    assert register(files, make(tmp_path), "--iterations", "100000") == 2
+    assert time.perf_counter() - start < 30  # refused before 100,000 iterations could run
+    assert "output folder" in one_line_error(capsys)
+    assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_a_rerun_never_leaves_files_of_the_earlier_run(files, tmp_path):
+    output = tmp_path / "out"
+    assert register(files, output, "--iterations", "2") == 0
+    assert (output / "warped_labels.nii.gz").exists()
+    assert register(files, output, "--iterations", "2", labels=False) == 0
+    assert not (output / "warped_labels.nii.gz").exists()
+    assert json.loads((output / "report.json").read_text())["iterations"] == 2
+
+
+def test_an_interrupt_while_writing_leaves_no_staging_folder(files, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def interrupted_write(*arguments, **keywords):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*arguments, **keywords)
+
+    original = sitk.WriteImage
+    monkeypatch.setattr(sitk, "WriteImage", interrupted_write)
+    assert register(files, tmp_path / "out", "--iterations", "2") == 130
+    assert sorted(os.listdir(tmp_path)) == []  # neither the output folder nor a hidden staging folder
+
+
+def test_sigterm_stops_like_ctrl_c(files, tmp_path):
+    output = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "ODERegistrationLib.cli.main", "register", "--fixed",
+                                files["fixed"], "--moving", files["moving"], "--output-dir", str(output),
+                                "--iterations", "100000"], stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # imports, then the optimization
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 130 and "cancelled" in error
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_moving_image_covering_part_of_the_fixed_view_registers_where_both_have_data(files, small_2d_pair,
+                                                                                          tmp_path, capsys):
+    """The moving image cropped to its left 40 %: the empty part is not 'matched' (it used to stretch det J to 9.7
+    and leave a 12.6 mm mean round trip; the uncropped pair reaches det J 2.7 and 0.05 mm)."""
+    moving = small_2d_pair["moving"]
+    width = moving.GetSize()[0]
+    cropped = moving[: int(0.4 * width), :]
+    path = str(tmp_path / "cropped.nii.gz")
+    sitk.WriteImage(cropped, path)
+    assert register({**files, "moving": path}, tmp_path / "out", "--iterations", "150", "--roi", "whole",
+                    labels=False) == 0
+    assert "covers only 40%" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["overlap_fraction"] == pytest.approx(0.4, abs=0.02)
+    assert report["folded_voxels"] == 0 and report["max_jacobian"] < 4.0
+    assert report["inverse_consistency_mm"] < 1.0
+
+
+def test_an_intensity_image_given_as_labels_is_refused(files, tmp_path, capsys):
+    moving = sitk.ReadImage(files["moving"])
+    shape = sitk.GetArrayViewFromImage(moving).shape
+    noisy = sitk.GetImageFromArray(np.arange(np.prod(shape), dtype=np.int32).reshape(shape))
+    noisy.CopyInformation(moving)
+    path = str(tmp_path / "intensity_as_labels.nii.gz")
+    sitk.WriteImage(noisy, path)
+    assert register({**files, "moving_labels": path}, tmp_path / "out") == 2
+    message = one_line_error(capsys)
+    assert path in message and "intensity image" in message
+
+
+def test_fixed_labels_alone_are_refused(files, tmp_path, capsys):
+    assert register(files, tmp_path / "out", "--fixed-labels", files["fixed_labels"], labels=False) == 2
+    assert "moving labels too" in one_line_error(capsys)

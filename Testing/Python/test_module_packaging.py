@@ -93,3 +93,19 @@ def test_module_file_imports_no_engine_code_at_load_time():
     top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     modules = {node.module for node in top_level if isinstance(node, ast.ImportFrom)}
     assert {m for m in modules if m and m.startswith("ODERegistrationLib")} == {"ODERegistrationLib.engine.parameters"}
+
+
+def test_combo_boxes_offer_exactly_the_engine_choices():
+    """A choice the engine gains (LNCC, a region mode) must appear in the panel, and the panel offers no other."""
+    from ODERegistrationLib.engine.parameters import DEVICES, MODES, REGIONS, SIMILARITIES
+
+    expected = {"similarity": set(SIMILARITIES), "mode": set(MODES), "device": set(DEVICES),
+                "regionMode": set(REGIONS) | {"roi"}}
+    offered = {}
+    for widget in ElementTree.parse(UI_FILE).iter("widget"):
+        if widget.get("class") != "QComboBox":
+            continue
+        name = next(prop.findtext("string") for prop in widget.findall("property")
+                    if prop.get("name") == "SlicerParameterName")
+        offered[name] = {item.find("property").findtext("string") for item in widget.findall("item")}
+    assert offered == expected

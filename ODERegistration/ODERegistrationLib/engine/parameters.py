@@ -22,8 +22,9 @@ class RegistrationParameters:
     displacement magnitude, K being the number of pyramid levels.
     """
 
-    iterations: int = 400
-    """Most Adam iterations for 2-D images and slice stacks."""
+    iterations: int = 250
+    """Most Adam iterations for 2-D images and slice stacks: on the benchmark, Dice peaks around 250 and the loss
+    still creeps down at 400 (docs/benchmarks.md), so the early stop rarely ends a run before."""
     iterations_3d: int = 200
     """Most Adam iterations for volumes: at their coarser working grid, Dice stops improving by 200 on the
     benchmark, while the loss still creeps down (so early stop alone would not end the run)."""
@@ -41,9 +42,10 @@ class RegistrationParameters:
     kernel_size_3d: int = 3
     integration_steps: int = 7
     """Scaling-and-squaring steps: the velocity is divided by 2**steps and then composed with itself."""
-    net_downsampling: int = 4
+    net_downsampling: int = 2
     """The net, its velocity and exp live on a grid this many times coarser than each level (1: the paper).
-    The smoothed velocity is band-limited anyway, so a coarser grid loses little and saves most of the cost."""
+    The smoothed velocity is band-limited anyway, so a coarser grid loses little and saves most of the cost;
+    inside a region around the heart, 2 is more accurate than 4 (docs/benchmarks.md)."""
     working_spacing_mm: float = 3.2
     """The finest pyramid level is the image halved as often as its spacing stays at most this (0: never, the
     paper); the fitted fields are upsampled to the image at the end. In physical units, so that a 1.5 mm cine

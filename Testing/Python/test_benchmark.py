@@ -1,4 +1,5 @@
-"""The benchmark on one real pair: the CSV has its columns, the engine beats unregistered, missing peers are reported."""
+"""The benchmark on one real pair: the CSV has its columns, every method runs on the whole image and in the
+region, the engine beats unregistered, missing peers are reported."""
 import csv
 
 from benchmarks import methods
@@ -6,7 +7,7 @@ from benchmarks.run_benchmark import main
 
 COLUMNS = {"pair", "method", "label", "label_name", "dice_before", "dice_after", "hausdorff_mm_before",
            "hausdorff_mm_after", "hausdorff95_mm_before", "hausdorff95_mm_after", "folded_voxels", "folded_fraction",
-           "min_jacobian", "inverse_consistency_mm", "seconds", "peak_rss_mb"}
+           "min_jacobian", "inverse_folded_voxels", "inverse_consistency_mm", "seconds", "peak_rss_mb"}
 
 
 def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
@@ -16,10 +17,12 @@ def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
                  "--methods", "ode", "demons", "elastix", "--iterations", "150"]) == 0
     rows = list(csv.DictReader((output / "results.csv").open()))
     assert COLUMNS == set(rows[0])
-    assert {row["method"] for row in rows} == {"ode", "demons"}
-    ode = next(row for row in rows if row["method"] == "ode")
-    assert float(ode["dice_after"]) > float(ode["dice_before"])
-    assert int(ode["folded_voxels"]) == 0 and float(ode["inverse_consistency_mm"]) < 1.0
+    assert {row["method"] for row in rows} == {"ode", "demons", "ode+roi", "demons+roi"}
+    for name in ("ode", "ode+roi"):
+        ode = next(row for row in rows if row["method"] == name)
+        assert float(ode["dice_after"]) > float(ode["dice_before"])
+        assert int(ode["folded_voxels"]) == 0 and int(ode["inverse_folded_voxels"]) == 0
+        assert float(ode["inverse_consistency_mm"]) < 1.0
     summary = (output / "summary.md").read_text()
-    assert "no_such_package_here" in summary and "| ode |" in summary
+    assert "no_such_package_here" in summary and "| ode |" in summary and "| demons+roi |" in summary
     assert (output / "reliability.png").read_bytes()[:4] == b"\x89PNG"

@@ -47,7 +47,7 @@ def test_out_of_memory_is_recognised_and_explained():
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     message = out_of_memory_message(torch.device("cuda"), (256, 256, 160))
-    assert "256 x 256 x 160" in message and "cpu" in message and "image downsampling" in message
+    assert "256 x 256 x 160" in message and "cpu" in message and "--working-spacing-mm" in message
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # constructing a CUDA autocast on a CPU-only machine

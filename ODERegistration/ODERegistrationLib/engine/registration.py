@@ -20,7 +20,7 @@ import torch
 from . import __version__
 from .device import DeviceError, choose_device, is_out_of_memory, out_of_memory_message
 from .fields import compose, refine_inverse
-from .layout import choose_layout
+from .layout import TensorLayout, choose_layout
 from .metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
 from .optimizer import optimize_fields
 from .parameters import RegistrationParameters
@@ -83,26 +83,12 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     region = _choose_region(parameters, fixed, fixed_array.shape, moving_labels, fixed_mask, moving_mask,
                             region_corners, names)
     layout = choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1])
-    inside = layout.cropped(region.shape)
     device = choose_device(parameters.device)
-    masks = None
-    if fixed_weight[region.slices].min() < 1 or moving_weight[region.slices].min() < 1:
-        masks = tuple(inside.to_tensor(weight[region.slices], device) for weight in (fixed_weight, moving_weight))
     start = time.perf_counter()
     try:
-        fields = optimize_fields(inside.to_tensor(normalize_intensities(fixed_array[region.slices]), device),
-                                 inside.to_tensor(normalize_intensities(moving_on_fixed[region.slices]), device),
-                                 inside.spacing, parameters, progress, cancel, masks)
-        spacing = fixed.GetSpacing()[::-1]
-        (forward_voxels, fade_mm), (backward_voxels, _) = (
-            embed_displacement(inside.to_voxel_displacement(field), region, fixed_array.shape, spacing)
-            for field in (fields.forward, fields.backward))
-        forward_field, backward_field = (layout.from_voxel_displacement(voxels, device)
-                                         for voxels in (forward_voxels, backward_voxels))
-        if not region.is_whole(fixed_array.shape) and parameters.inverse_refinement_steps > 0:
-            backward_field = refine_inverse(forward_field, backward_field, parameters.inverse_refinement_steps)
-            backward_voxels = layout.to_voxel_displacement(backward_field)
-        round_trip = compose(backward_field, forward_field)
+        fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
+            fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
+            parameters, device, progress, cancel)
     except RuntimeError as error:
         if is_out_of_memory(error):
             raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error
@@ -115,8 +101,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     determinant = jacobian_determinant(forward)
     jacobian = sitk.GetImageFromArray(determinant.astype(np.float32))
     jacobian.CopyInformation(fixed)
-    round_trip_mm = np.linalg.norm(
-        sitk.GetArrayFromImage(displacement_image(layout.to_voxel_displacement(round_trip), fixed)), axis=-1)
+    round_trip_mm = np.linalg.norm(sitk.GetArrayFromImage(displacement_image(round_trip, fixed)), axis=-1)
 
     fold, inverse_fold = folding(determinant), folding(jacobian_determinant(backward))
     overlap = float(support.mean())
@@ -156,6 +141,30 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
     return result
+
+
+def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, region: Region,
+                   layout: TensorLayout, spacing, parameters: RegistrationParameters, device: torch.device,
+                   progress: ProgressCallback, cancel: CancelCheck):
+    """Fit both maps inside the region, continue them over the whole grid (voxel units) and, when the region is not
+    the whole image, refine the inverse there; returns the optimizer's result, both whole fields, their round trip
+    and the fade length."""
+    inside = layout.cropped(region.shape)
+    masks = None
+    if min(weight[region.slices].min() for weight in weights) < 1:
+        masks = tuple(inside.to_tensor(weight[region.slices], device) for weight in weights)
+    fields = optimize_fields(inside.to_tensor(normalize_intensities(fixed_array[region.slices]), device),
+                             inside.to_tensor(normalize_intensities(moving_array[region.slices]), device),
+                             inside.spacing, parameters, progress, cancel, masks)
+    (forward_voxels, fade_mm), (backward_voxels, _) = (
+        embed_displacement(inside.to_voxel_displacement(field), region, fixed_array.shape, spacing)
+        for field in (fields.forward, fields.backward))
+    forward, backward = (layout.from_voxel_displacement(voxels, device) for voxels in (forward_voxels, backward_voxels))
+    if not region.is_whole(fixed_array.shape) and parameters.inverse_refinement_steps > 0:
+        backward = refine_inverse(forward, backward, parameters.inverse_refinement_steps)
+        backward_voxels = layout.to_voxel_displacement(backward)
+    round_trip = layout.to_voxel_displacement(compose(backward, forward))
+    return fields, forward_voxels, backward_voxels, round_trip, fade_mm
 
 
 LOW_OVERLAP = 0.5

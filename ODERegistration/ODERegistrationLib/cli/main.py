@@ -5,7 +5,6 @@ Errors in the inputs print one line naming the file and the problem, and exit wi
 from __future__ import annotations
 
 import argparse
-import itertools
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from typing import List, Optional
 from ..engine import DeviceError, InputError, RegistrationCancelled, RegistrationParameters, register_images
 from ..engine.io import check_output_dir, read_image, write_result
 from ..engine.optimizer import RegistrationDiverged
+from ..engine.region import box_corners
 from ..engine.parameters import DEVICES, MODES, PRESETS, REGIONS, SIMILARITIES
 from ..engine.qa import save_qa_figure
 from ..sample_data import sample_pair
@@ -108,9 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the staging folder is removed on the way out
     inputs = _input_paths(arguments)
-    corners = None
-    if isinstance(arguments.roi, tuple):
-        corners = [list(corner) for corner in itertools.product(*zip(*arguments.roi))]
+    corners = box_corners(*arguments.roi) if isinstance(arguments.roi, tuple) else None
     try:
         return _run(inputs, arguments.output_dir, parameters, arguments.quiet, corners)
     except (InputError, DeviceError, RegistrationDiverged) as error:

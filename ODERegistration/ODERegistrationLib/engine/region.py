@@ -84,7 +84,12 @@ def region_from_box(lower_mm: Sequence[float], upper_mm: Sequence[float], refere
     if len(lower_mm) != dim or len(upper_mm) != dim:
         raise InputError(f"{name}: needs {2 * dim} numbers (two {dim}-D corners) for a {dim}-D image, "
                          f"not {len(lower_mm) + len(upper_mm)}")
-    return region_from_corners(list(itertools.product(*zip(lower_mm, upper_mm))), reference, name)
+    return region_from_corners(box_corners(lower_mm, upper_mm), reference, name)
+
+
+def box_corners(lower_mm: Sequence[float], upper_mm: Sequence[float]) -> list:
+    """The 2**dim corners of an axis-aligned box given by two opposite corners."""
+    return [list(corner) for corner in itertools.product(*zip(lower_mm, upper_mm))]
 
 
 def region_from_corners(corners: Sequence[Sequence[float]], reference: sitk.Image, name: str = "region box") -> Region:

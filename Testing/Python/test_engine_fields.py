@@ -120,7 +120,17 @@ def test_refined_inverse_undoes_the_map_much_better_than_a_rough_guess():
     assert (jacobian_determinant(refined) > 0).all()
 
 
-def test_refinement_that_would_not_help_keeps_the_given_inverse():
-    forward = exponentiate(smooth_velocity((32, 32), amplitude=0.2))
-    exact = exponentiate(-smooth_velocity((32, 32), amplitude=0.2))
-    assert torch.equal(refine_inverse(forward, exact, steps=0), exact)
+def test_where_the_exact_inverse_would_fold_the_refinement_falls_back_to_the_given_inverse_there_only():
+    """A strong local expansion (det J about 12): its grid inverse compresses too fast and folds 16 voxels. The
+    refinement used to be all or nothing, so such a map kept the rough inverse everywhere (patient 067 on the whole
+    image: 2.7 mm round trip); now it is refined everywhere but around those voxels."""
+    grid = identity_grid((64, 64))
+    velocity = 2.0 * grid * torch.exp(-(grid**2).sum(1, keepdim=True) / (2 * 0.1**2))
+    forward = exponentiate(velocity)
+    rough = 0.7 * exponentiate(-velocity)
+    refined = refine_inverse(forward, rough)
+    assert (jacobian_determinant(refined) > 0).all()
+    residual, rough_residual = (compose(forward, inverse).norm(dim=1) for inverse in (refined, rough))
+    assert residual.mean() < 0.8 * rough_residual.mean()
+    far = residual[:, 16:24, :]  # a band a quarter of the image away from the centre
+    assert far.max() < 0.1 * rough_residual[:, 16:24, :].max()

@@ -124,9 +124,10 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
     """Make ``inverse`` (B, dim, *spatial) the inverse of x -> x + u(x) by fixed-point iteration v(y) = -u(y + v(y))
     (Chen et al., Med. Phys. 2008), damped by 1/2 so that it also converges where the map stretches up to threefold.
 
-    Each batch element keeps its refined inverse only if that folds no more voxels and leaves a smaller residual
-    |u(y + v(y)) + v(y)| than the given one: where a map nearly collapses, its exact inverse stretches too fast for
-    the grid, and the given inverse is the better of the two.
+    Where a map stretches far more than the grid resolves, its exact inverse compresses too fast for the grid and
+    folds there. So the refined inverse is kept everywhere except around its folded voxels, where it fades into the
+    given inverse over a radius grown until the blend folds no more voxels than the given one; each batch element
+    keeps the first such candidate that also leaves a smaller residual |u(y + v(y)) + v(y)|, else the given one.
     """
     refined = inverse
     for _ in range(steps):
@@ -137,6 +138,35 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
         residual = compose(displacement, candidate).norm(dim=1).flatten(1).mean(dim=1)
         return folds, residual
 
-    (folds, residual), (refined_folds, refined_residual) = folds_and_residual(inverse), folds_and_residual(refined)
-    better = (refined_folds <= folds) & (refined_residual < residual)
-    return torch.where(better.reshape(-1, *([1] * (inverse.dim() - 1))), refined, inverse)
+    given_folds, given_residual = folds_and_residual(inverse)
+    folded = (jacobian_determinant(refined) <= 0).unsqueeze(1).to(inverse.dtype)
+    chosen, done = inverse, torch.zeros_like(given_folds, dtype=torch.bool)
+    for radius in (0,) + FALLBACK_RADII:
+        if done.all():
+            break
+        weight = _fade_around(folded, radius) if radius else torch.zeros_like(folded)
+        candidate = weight * inverse + (1 - weight) * refined
+        folds, residual = folds_and_residual(candidate)
+        accept = ~done & (folds <= given_folds) & (residual < given_residual)
+        chosen = torch.where(accept.reshape(-1, *([1] * (inverse.dim() - 1))), candidate, chosen)
+        done = done | accept
+    return chosen
+
+
+FALLBACK_RADII = (2, 4, 8, 16)
+"""Radii (voxels) of the neighbourhood of the refined inverse's folds where :func:`refine_inverse` falls back to
+the given inverse, tried in turn."""
+
+
+def _fade_around(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """1 within ``radius`` voxels of the mask's voxels, fading smoothly to 0 over about as far again."""
+    dim = mask.dim() - 2
+    pool = F.max_pool2d if dim == 2 else F.max_pool3d
+    grown = mask
+    for axis in range(dim):  # separable: a cube's max along one axis at a time
+        kernel = [1] * dim
+        kernel[axis] = 2 * radius + 1
+        padding = [0] * dim
+        padding[axis] = radius
+        grown = pool(grown, kernel, stride=1, padding=padding)
+    return torch.clamp(2.0 * gaussian_smooth(grown, [radius / 2.0] * dim), max=1.0)

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from .device import net_precision
-from .fields import compose, exponentiate, gaussian_smooth, identity_grid, refine_inverse, resize_field, warp
+from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
 from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
 from .network import VelocityNet
 from .parameters import RegistrationParameters
@@ -150,8 +150,6 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
             raise RegistrationDiverged(f"the optimization diverged (non-finite fields after {iteration} iterations): "
                                        f"lower the learning rate ({parameters.learning_rate:g})")
         forward, backward = both.split(fields)
-        if parameters.inverse_refinement_steps > 0:  # on the working grid: 4x (2-D) to 64x (3-D) cheaper
-            backward = refine_inverse(forward, backward, parameters.inverse_refinement_steps)
         forward, backward = (resize_field(field, fixed.shape[2:]) for field in (forward, backward))
     return FieldPair(forward, backward, losses[-1], iteration, similarities[0], float(similarity))
 

@@ -56,7 +56,8 @@ class RegistrationParameters:
     no such term); it is zero unless a map compresses more than tenfold somewhere."""
     inverse_refinement_steps: int = 20
     """Fixed-point steps that turn the net's backward map into the numerical inverse of the forward one at the
-    end (0: the paper, which outputs the net's backward map as it is); kept only where it helps (fields.py)."""
+    end, on the whole fixed grid the fields are written on (0: the paper, which outputs the net's backward map as
+    it is); kept except where it would fold (fields.py)."""
     convergence_tolerance: float = 1e-3
     """Stop early when the best loss of the last ``convergence_window`` iterations improved by less than this
     fraction on the window before (0: run all iterations, as the paper)."""

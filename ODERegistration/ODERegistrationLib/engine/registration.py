@@ -146,9 +146,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
 def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, region: Region,
                    layout: TensorLayout, spacing, parameters: RegistrationParameters, device: torch.device,
                    progress: ProgressCallback, cancel: CancelCheck):
-    """Fit both maps inside the region, continue them over the whole grid (voxel units) and, when the region is not
-    the whole image, refine the inverse there; returns the optimizer's result, both whole fields, their round trip
-    and the fade length."""
+    """Fit both maps inside the region, continue them over the whole grid (voxel units) and refine the inverse on
+    that grid, the one it is written on; returns the optimizer's result, both whole fields, their round trip and
+    the fade length."""
     inside = layout.cropped(region.shape)
     masks = None
     if min(weight[region.slices].min() for weight in weights) < 1:
@@ -160,7 +160,7 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
         embed_displacement(inside.to_voxel_displacement(field), region, fixed_array.shape, spacing)
         for field in (fields.forward, fields.backward))
     forward, backward = (layout.from_voxel_displacement(voxels, device) for voxels in (forward_voxels, backward_voxels))
-    if not region.is_whole(fixed_array.shape) and parameters.inverse_refinement_steps > 0:
+    if parameters.inverse_refinement_steps > 0:
         backward = refine_inverse(forward, backward, parameters.inverse_refinement_steps)
         backward_voxels = layout.to_voxel_displacement(backward)
     round_trip = layout.to_voxel_displacement(compose(backward, forward))

@@ -134,3 +134,16 @@ def test_where_the_exact_inverse_would_fold_the_refinement_falls_back_to_the_giv
     assert residual.mean() < 0.8 * rough_residual.mean()
     far = residual[:, 16:24, :]  # a band a quarter of the image away from the centre
     assert far.max() < 0.1 * rough_residual[:, 16:24, :].max()
+
+
+def test_a_registration_leaves_no_cached_grids_and_the_caller_random_state_alone(small_2d_pair):
+    """Slicer's process outlives a run: the identity-grid cache used to keep full-resolution grids (on the GPU
+    too), and torch.manual_seed reset the caller's global generator."""
+    from ODERegistrationLib.engine import RegistrationParameters, register_images
+    from ODERegistrationLib.engine.fields import _cached_identity_grid
+
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    register_images(small_2d_pair["fixed"], small_2d_pair["moving"], RegistrationParameters(iterations=3, seed=7))
+    assert _cached_identity_grid.cache_info().currsize == 0
+    assert torch.equal(torch.get_rng_state(), state)

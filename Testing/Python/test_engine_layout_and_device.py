@@ -23,6 +23,27 @@ def test_auto_picks_slices_for_thick_stacks_and_3d_for_isotropic_volumes():
         choose_layout("2d", (8, 8, 8), (1.0, 1.0, 1.0))
 
 
+def test_a_single_slice_volume_registers_as_2d_in_every_mode_but_3d(small_2d_pair):
+    """Slicer holds every 2-D image as a volume one slice thick: mode 2d used to refuse it. Its map must be the
+    2-D image's map."""
+    def one_slice(image):
+        volume = sitk.JoinSeries(image)
+        volume.SetSpacing(image.GetSpacing() + (8.0,))
+        return volume
+
+    fixed, moving = small_2d_pair["fixed"], small_2d_pair["moving"]
+    parameters = RegistrationParameters(iterations=20, region="whole")
+    flat = sitk.GetArrayFromImage(register_images(fixed, moving, parameters).forward)
+    for mode in ("2d", "auto", "slices"):
+        result = register_images(one_slice(fixed), one_slice(moving), parameters.replace(mode=mode))
+        assert result.report["mode"] == "2d"
+        field = sitk.GetArrayFromImage(result.forward)
+        assert field.shape == (1, *flat.shape[:2], 3)
+        assert np.allclose(field[0, ..., :2], flat, atol=1e-5) and np.all(field[..., 2] == 0)
+    with pytest.raises(InputError, match="4 voxels"):
+        register_images(one_slice(fixed), one_slice(moving), parameters.replace(mode="3d"))
+
+
 def test_slices_layout_round_trip_puts_in_plane_vectors_on_the_right_axes():
     layout = choose_layout("slices", (3, 5, 7), (9.0, 1.0, 1.0))
     tensor = layout.to_tensor(np.zeros((3, 5, 7), np.float32), torch.device("cpu"))

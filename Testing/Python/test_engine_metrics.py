@@ -41,6 +41,11 @@ def test_folding_counts_non_positive_determinants():
     assert summary.folded_voxels == 2 and summary.folded_fraction == 0.5 and summary.min_jacobian == pytest.approx(-0.2)
 
 
+def test_a_non_finite_determinant_counts_as_folded():
+    """A NaN det J (a diverged map) used to count as not folded, so such a run reported 0 folded voxels."""
+    assert folding(np.array([[1.0, np.nan], [np.inf, 2.0]])).folded_voxels == 2
+
+
 def test_dice_and_hausdorff_of_shifted_squares():
     reference = np.zeros((40, 40), np.uint8)
     reference[10:20, 10:20] = 1

@@ -26,6 +26,11 @@ def identity_grid(shape: Sequence[int], device: torch.device | str = "cpu", dtyp
     return _cached_identity_grid(tuple(int(n) for n in shape), torch.device(device), dtype)
 
 
+def clear_identity_grid_cache() -> None:
+    """Free the cached grids (full-resolution ones can be large, on the GPU too) once a registration is done."""
+    _cached_identity_grid.cache_clear()
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_identity_grid(shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) for n in shape]

@@ -2,7 +2,7 @@
 
 Three layouts:
 
-- ``2d``: a 2-D image, one (1, 1, H, W) problem;
+- ``2d``: a 2-D image, or a 3-D image one voxel thick (every 2-D image in Slicer), one (1, 1, H, W) problem;
 - ``3d``: a volume, one (1, 1, D, H, W) problem;
 - ``slices``: a thick-slice stack, one 2-D problem per slice, batched as (S, 1, H, W); the through-plane
   displacement is zero.
@@ -31,7 +31,7 @@ class TensorLayout:
     array_spacing: Tuple[float, ...]
     """Spacing along the array axes."""
     slice_axis: int | None = None
-    """Array axis that runs across slices, in slices mode."""
+    """Array axis that runs across slices, in slices mode (and the one-voxel axis of a single slice)."""
 
     @property
     def spacing(self) -> Tuple[float, ...]:
@@ -87,9 +87,12 @@ def choose_layout(mode: str, array_shape: Sequence[int], array_spacing: Sequence
         if mode not in ("auto", "2d"):
             raise InputError(f"mode {mode} needs a 3-D volume, but the images are 2-D; use mode 2d or auto")
         return TensorLayout("2d", shape, spacing)
-    if mode == "2d":
-        raise InputError("mode 2d needs 2-D images, but the images are 3-D; use slices for a thick-slice stack")
     thinnest = min(range(dim), key=lambda axis: (shape[axis], -spacing[axis]))
+    if shape[thinnest] == 1 and mode in ("auto", "2d", "slices"):  # one slice, as Slicer holds every 2-D image
+        return TensorLayout("2d", shape, spacing, thinnest)
+    if mode == "2d":
+        raise InputError("mode 2d needs 2-D images or a single slice, but the images are 3-D volumes; use slices "
+                         "for a thick-slice stack")
     thickest = max(range(dim), key=lambda axis: (spacing[axis], -axis))
     slice_axis = thinnest if shape[thinnest] < 4 else thickest
     is_stack = shape[thinnest] < 4 or spacing[thickest] >= THICK_SLICE_RATIO * min(spacing)

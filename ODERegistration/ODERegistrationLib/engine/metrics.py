@@ -49,8 +49,8 @@ class FoldingSummary:
 
 
 def folding(determinant: np.ndarray) -> FoldingSummary:
-    """Voxels where the map folds (det J <= 0)."""
-    folded = int(np.count_nonzero(determinant <= 0))
+    """Voxels where the map folds: det J <= 0, or not finite (a diverged map must never look clean)."""
+    folded = int(np.count_nonzero(~(np.isfinite(determinant) & (determinant > 0))))
     return FoldingSummary(folded, folded / determinant.size, float(determinant.min()))
 
 

@@ -114,9 +114,10 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     levels = [_Level(f, m, k, s, parameters)
               for f, m, k, (_, s) in list(zip(fixed_pyramid, moving_pyramid, mask_pyramids, shapes))[skipped:]]
 
-    torch.manual_seed(parameters.seed)
     kernel = parameters.kernel_size_2d if dim == 2 else parameters.kernel_size_3d
-    net = VelocityNet(dim, fields, parameters.conv_layers, parameters.channels, kernel).to(fixed.device)
+    with torch.random.fork_rng(devices=[]):  # the seed is this run's, the caller's random state stays as it was
+        torch.manual_seed(parameters.seed)
+        net = VelocityNet(dim, fields, parameters.conv_layers, parameters.channels, kernel).to(fixed.device)
     optimizer = torch.optim.Adam(net.parameters(), lr=parameters.learning_rate)
 
     start = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .device import DeviceError, choose_device, is_out_of_memory, out_of_memory_message
-from .fields import compose, refine_inverse
+from .fields import clear_identity_grid_cache, compose, refine_inverse
 from .layout import TensorLayout, choose_layout
 from .metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
 from .optimizer import optimize_fields
@@ -93,6 +93,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         if is_out_of_memory(error):
             raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error
         raise
+    finally:
+        clear_identity_grid_cache()
     seconds = time.perf_counter() - start
 
     forward, backward = (displacement_image(voxels, fixed) for voxels in (forward_voxels, backward_voxels))

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ODERegistrationLib.engine import register_images
-from ODERegistrationLib.engine.parameters import PRESETS
+from ODERegistrationLib.engine.presets import load_preset, preset_files
 
 
 def synthetic_pair(size: List[int]) -> tuple:
@@ -30,11 +30,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=[256, 256, 160], help="x y z voxels")
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast")
+    parser.add_argument("--preset", choices=sorted(preset_files()), default="fast")
     parser.add_argument("--mode", default="3d")
     arguments = parser.parse_args(argv)
     fixed, moving = synthetic_pair(arguments.size)
-    parameters = PRESETS[arguments.preset].replace(iterations=arguments.iterations, iterations_3d=arguments.iterations,
+    parameters = load_preset(arguments.preset).replace(iterations=arguments.iterations, iterations_3d=arguments.iterations,
                                                    mode=arguments.mode, device="cpu", convergence_tolerance=0.0)
     reports = []
     start = time.perf_counter()

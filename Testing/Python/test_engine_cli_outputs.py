@@ -66,3 +66,54 @@ def test_demo_registers_the_built_in_sample(tmp_path):
     assert main(["demo", "--output-dir", str(tmp_path / "demo"), "--iterations", "2", "--quiet"]) == 0
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["iterations"] == 2 and "1" in report["labels"]
+
+
+def test_parameters_of_a_report_reproduce_the_run_bit_for_bit(run):
+    """`--parameters OUT/report.json` starts from exactly that run's parameters (here: 100 iterations, not the
+    preset's 250), and on the CPU gives the same field to the last bit."""
+    _, folder, output = run
+    again = folder / "again"
+    assert main(["register", "--fixed", str(folder / "fixed.nii.gz"), "--moving", str(folder / "moving.nii.gz"),
+                 "--moving-labels", str(folder / "moving_labels.nii.gz"), "--output-dir", str(again),
+                 "--parameters", str(output / "report.json"), "--quiet"]) == 0
+    first, second = (json.loads((folder / name / "report.json").read_text()) for name in ("out", "again"))
+    assert second["parameters"] == first["parameters"] and second["parameters"]["iterations"] == 100
+    fields = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / name / "displacement.nii.gz")))
+              for name in ("out", "again")]
+    assert np.array_equal(*fields)
+
+
+def test_the_panel_and_the_command_line_mean_the_same_by_a_preset(small_2d_pair):
+    """The panel applies a preset to its parameter node's engine entries and reads them back (panel.py, on any
+    object holding them as attributes, as the parameter node wrapper does); choosing paper there must give the
+    CLI's --preset paper, and both runs the same report parameters."""
+    import types
+
+    from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
+    from ODERegistrationLib.engine import register_images
+    from ODERegistrationLib.engine.parameters import defaults
+    from ODERegistrationLib.panel import apply_preset, parameters_from_node
+
+    node = types.SimpleNamespace(**defaults())
+    node.iterations, node.folding_weight = 3, 7.0  # what the user had changed before choosing the preset
+    apply_preset(node, "paper")
+    panel = parameters_from_node(node)
+    command_line = parameters_from_arguments(build_parser().parse_args(["demo", "--preset", "paper"]))
+    assert panel == command_line
+    reports = [register_images(small_2d_pair["fixed"], small_2d_pair["moving"], parameters.replace(iterations=2)).report
+               for parameters in (panel, command_line)]
+    assert reports[0]["parameters"] == reports[1]["parameters"]
+
+
+def test_the_qa_picture_shows_both_label_maps_as_contours_and_dice_in_its_title(run):
+    """The QA picture used to show no contour at all: the fixed labels are drawn solid green, the propagated ones
+    dashed magenta (the moving labels magenta too, on the moving panel)."""
+    import matplotlib.image
+
+    _, _, output = run
+    pixels = matplotlib.image.imread(str(output / "qa.png"))[..., :3]
+    green = np.all(np.abs(pixels - [0.0, 1.0, 0.0]) < 0.15, axis=-1)
+    magenta = np.all(np.abs(pixels - [1.0, 0.0, 1.0]) < 0.15, axis=-1)
+    columns = pixels.shape[1]
+    assert green[:, : columns // 4].sum() > 100  # on the fixed panel, the first of four columns
+    assert magenta[:, : columns // 4].sum() > 50 and magenta[:, columns // 4: columns // 2].sum() > 100

@@ -1,13 +1,16 @@
 """Presets, parameter checks, early stopping and the command line's preset handling."""
+import json
+
 import pytest
 
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.optimizer import _converged
-from ODERegistrationLib.engine.parameters import PRESETS, RegistrationParameters
+from ODERegistrationLib.engine.parameters import RegistrationParameters, defaults, paper_values, specs
+from ODERegistrationLib.engine.presets import load_preset, preset_files, save_preset
 
 
 def test_paper_preset_is_the_published_configuration():
-    paper = PRESETS["paper"]
+    paper = load_preset("paper")
     assert (paper.iterations, paper.levels, paper.learning_rate, paper.regularization_lambda) == (800, 2, 5e-4, 5.0)
     assert (paper.similarity, paper.conv_layers, paper.channels, paper.kernel_size_2d) == ("mi+ssim", 4, 24, 5)
     assert paper.net_downsampling == 1 and paper.convergence_tolerance == 0.0
@@ -16,8 +19,43 @@ def test_paper_preset_is_the_published_configuration():
     assert paper.inverse_consistency_weight == 0.5 and paper.magnitude_weight == 2.5
 
 
-def test_defaults_are_the_fast_preset():
-    assert PRESETS["fast"] == RegistrationParameters()
+def test_the_shipped_preset_files_are_the_dataclass_defaults_and_paper_values():
+    """Presets are data (Resources/Presets); the values they hold are defined once, in the dataclass."""
+    assert set(preset_files()) >= {"fast", "paper"}
+    assert load_preset("fast") == RegistrationParameters()
+    assert load_preset("paper").as_dict() == paper_values()
+    for name in ("fast", "paper"):  # every parameter listed: a preset keeps its meaning when defaults change
+        assert set(json.loads(preset_files()[name].read_text())["parameters"]) == set(specs())
+
+
+def test_a_saved_preset_and_a_report_give_back_the_same_parameters(tmp_path):
+    chosen = RegistrationParameters(iterations=77, similarity="lncc", folding_weight=3.0)
+    assert load_preset(str(save_preset(chosen, tmp_path / "mine.json", "mine"))) == chosen
+    assert load_preset("mine", [tmp_path]) == chosen
+    (tmp_path / "report.json").write_text(json.dumps({"seconds": 1.0, "parameters": chosen.as_dict()}))
+    assert load_preset(str(tmp_path / "report.json")) == chosen
+
+
+@pytest.mark.parametrize("content, message", [({"parameters": {"iterationz": 5}}, "unknown parameter 'iterationz'"),
+                                              ({"parameters": {"levels": 9}}, "levels must be between 1 and 6"),
+                                              ({"parameters": {"levels": "two"}}, "invalid literal"),
+                                              ({"values": {}}, "not a preset"), ({"parameters": [1]}, "mapping")])
+def test_a_bad_preset_file_is_refused_naming_it(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=message) as error:
+        load_preset(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_every_parameter_has_a_checked_range_or_choices_and_a_help_text():
+    for name, spec in specs().items():
+        assert spec.help and spec.label
+        assert spec.choices or (spec.minimum is not None and spec.maximum is not None), name
+        assert (spec.paper in spec.choices) if spec.choices else spec.minimum <= spec.paper <= spec.maximum, name
+        if not spec.choices:
+            with pytest.raises(ValueError, match="must be between"):
+                RegistrationParameters(**{name: type(defaults()[name])(spec.maximum * 2 + 1)})
 
 
 @pytest.mark.parametrize("change", [{"iterations": 0}, {"levels": 9}, {"similarity": "ncc"}, {"mode": "4d"},
@@ -56,5 +94,32 @@ def test_a_slow_start_is_not_stopped_at_the_identity_and_is_flagged(small_2d_pai
 def test_command_line_preset_with_overrides():
     arguments = build_parser().parse_args(["demo", "--preset", "paper", "--iterations", "5", "--seed", "2"])
     parameters = parameters_from_arguments(arguments)
-    assert parameters == PRESETS["paper"].replace(iterations=5, seed=2)
-    assert parameters_from_arguments(build_parser().parse_args(["demo"])) == PRESETS["fast"]
+    assert parameters == load_preset("paper").replace(iterations=5, seed=2)
+    assert parameters_from_arguments(build_parser().parse_args(["demo"])) == RegistrationParameters()
+
+
+def test_every_parameter_is_a_command_line_option_with_its_default_and_paper_value_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["register", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, spec in specs().items():
+        flag = spec.flag or "--" + name.replace("_", "-")
+        default, paper = defaults()[name], spec.paper
+        shown = (f"(default: {default}; paper: {paper})" if spec.choices else
+                 f"(default: {default:g}; paper: {paper:g})")
+        assert f"{flag} " in text and shown in text, name
+
+
+def test_version_and_a_rejected_value_shows_the_register_usage(capsys):
+    from ODERegistrationLib.engine import __version__
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.strip() == f"oderegistration {__version__}"
+    from ODERegistrationLib.cli.main import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["register", "--fixed", "f", "--moving", "m", "--output-dir", "o", "--levels", "9"])
+    error = capsys.readouterr().err
+    assert exit.value.code == 2 and "usage: oderegistration register" in error
+    assert "levels must be between 1 and 6, not 9" in error

@@ -10,26 +10,27 @@ import sys
 import threading
 from typing import List, Optional
 
-from ..engine import DeviceError, InputError, RegistrationCancelled, RegistrationParameters, register_images
+from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
+                      register_images)
 from ..engine.io import check_output_dir, read_image, write_result
 from ..engine.optimizer import RegistrationDiverged
-from ..engine.region import box_corners
-from ..engine.parameters import DEVICES, MODES, PRESETS, REGIONS, SIMILARITIES
+from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
+from ..engine.presets import DEFAULT_PRESET, load_preset, preset_files
 from ..engine.qa import save_qa_figure
+from ..engine.region import box_corners
 from ..sample_data import sample_pair
 from .progress_bar import ProgressBar
 
 EXIT_INPUT_ERROR = 2
-TUNABLE = {"iterations": int, "iterations_3d": int, "levels": int, "learning_rate": float, "regularization_lambda": float,
-           "smoothing_sigma_mm": float, "net_downsampling": int, "working_spacing_mm": float,
-           "folding_weight": float, "region_margin_mm": float, "seed": int}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oderegistration",
                                      description="Training-free diffeomorphic multi-resolution ODE registration.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     register = commands.add_parser("register", help="register a moving image onto a fixed image")
+    register.set_defaults(usage=register)
     register.add_argument("--fixed", required=True, help="fixed (reference) image, any format SimpleITK reads")
     register.add_argument("--moving", required=True, help="moving image, warped onto the fixed image")
     register.add_argument("--moving-labels", help="label map on the moving image, propagated onto the fixed image")
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_parameter_options(register)
     register.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
     demo = commands.add_parser("demo", help="register the built-in Sunnybrook sample pair")
+    demo.set_defaults(usage=demo)
     demo.add_argument("--output-dir", default="oderegistration_demo", help="folder for the outputs")
     add_region_option(demo)
     add_parameter_options(demo)
@@ -49,31 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_region_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--roi", type=_region_choice, metavar="auto|whole|BOX",
-                        help="where to fit the map: auto (the fast preset's default: around the moving labels, else "
-                             "the fixed mask, else the whole image), whole, or a box 'x0,y0[,z0],x1,y1[,z1]' of two "
-                             "opposite corners in physical LPS mm; outside it the map fades smoothly to the identity")
+    spec = specs()["region"]
+    parser.add_argument(spec.flag, type=_region_choice, metavar="auto|whole|BOX",
+                        help=_help(spec, defaults()["region"], "; or a box 'x0,y0[,z0],x1,y1[,z1]' of two opposite "
+                                                              "corners in physical LPS mm"))
 
 
 def add_parameter_options(parser: argparse.ArgumentParser) -> None:
-    """Options default to the chosen preset's values; any option given on the command line overrides it."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
-                        help="fast (default, measured in docs/benchmarks.md) or paper (the published settings)")
-    helps = {"iterations": "most iterations, 2-D images and stacks", "iterations_3d": "most iterations, volumes",
-             "regularization_lambda": "displacement penalty; gamma = lambda / K",
-             "smoothing_sigma_mm": "Gaussian LowPass of the velocity, in mm, on the net grid",
-             "region_margin_mm": "margin around the moving labels of the automatic region, in mm",
-             "net_downsampling": "net grid this many times coarser than each level (paper: 1)",
-             "working_spacing_mm": "finest level = the image halved while its spacing stays at most this, in mm "
-                                   "(paper: 0, full resolution)",
-             "folding_weight": "weight of the folding guard on det J < 0.1 (paper: 0)"}
-    flags = {"regularization_lambda": "--lambda", "region_margin_mm": "--roi-margin-mm"}
-    for name, kind in TUNABLE.items():
-        flag = flags.get(name, "--" + name.replace("_", "-"))
-        parser.add_argument(flag, dest=name, type=kind, help=helps.get(name))
-    parser.add_argument("--similarity", choices=SIMILARITIES)
-    parser.add_argument("--mode", choices=MODES, help="auto picks slices for thick-slice stacks")
-    parser.add_argument("--device", choices=DEVICES)
+    """One option per engine parameter (from its Spec); each overrides the preset's value when given."""
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME|FILE",
+                      help=f"values to start from: {', '.join(preset_files())} (Resources/Presets) or a preset "
+                           f"file (default: {DEFAULT_PRESET})")
+    base.add_argument("--parameters", metavar="REPORT",
+                      help="start from exactly the parameters of an earlier run's report.json")
+    for name, spec in specs().items():
+        if name == "region":
+            continue  # --roi, which also takes a box
+        kind = {"choices": spec.choices} if spec.choices else {"type": field_type(name), "metavar": "N"}
+        parser.add_argument(option_flag(name), dest=name, **kind, help=_help(spec, defaults()[name]))
+
+
+def _help(spec, default, more: str = "") -> str:
+    """The parameter's help with its default and paper values (escaped for argparse's % formatting)."""
+    return f"{spec.help}{more} (default: {default:g}; paper: {spec.paper:g})".replace("%", "%%") \
+        if not spec.choices else f"{spec.help}{more} (default: {default}; paper: {spec.paper})".replace("%", "%%")
 
 
 def _region_choice(text: str):
@@ -90,12 +92,13 @@ def _region_choice(text: str):
 
 
 def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationParameters:
-    """The preset, with the options the user gave."""
-    given = {name: getattr(arguments, name) for name in [*TUNABLE, "similarity", "mode", "device"]
-             if getattr(arguments, name) is not None}
+    """The preset (or an earlier run's parameters), with the options the user gave; ValueError when a value or
+    the preset is not acceptable."""
+    given = {name: getattr(arguments, name) for name in specs()
+             if name != "region" and getattr(arguments, name) is not None}
     if isinstance(arguments.roi, str):
         given["region"] = arguments.roi
-    return PRESETS[arguments.preset].replace(**given)
+    return load_preset(arguments.parameters or arguments.preset).replace(**given)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -104,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         parameters = parameters_from_arguments(arguments)
     except ValueError as error:
-        parser.error(str(error))
+        arguments.usage.error(str(error))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the staging folder is removed on the way out
     inputs = _input_paths(arguments)
@@ -145,7 +148,8 @@ def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, qui
                                  progress=bar.update, names=names, fixed_mask=images.get("fixed_mask"),
                                  moving_mask=images.get("moving_mask"), region_corners=region_corners)
     write_result(result, output_dir,
-                 lambda folder: save_qa_figure(images["fixed"], images["moving"], result, folder / "qa.png"))
+                 lambda folder: save_qa_figure(images["fixed"], images["moving"], result, folder / "qa.png",
+                                               images.get("fixed_labels"), images.get("moving_labels")))
     report = result.report
     for warning in report["warnings"]:
         print(f"oderegistration: warning: {warning}", file=sys.stderr)

@@ -1,108 +1,127 @@
-"""Registration parameters: one frozen dataclass so that a run is fully described by one value."""
+"""Registration parameters: one frozen dataclass, so that a run is fully described by one value.
+
+Each field carries everything the rest of the product needs to know about it (:class:`Spec`: help text, allowed
+range or choices, the paper's value, panel label): the command-line options, the Slicer panel's parameter node,
+the presets and the checks below are derived from it, and tests hold the .ui and the preset files to it.
+"""
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
 
 SIMILARITIES = ("mi+ssim", "lncc", "ssim", "mse", "mi")
 REGIONS = ("auto", "whole")
+MODES = ("auto", "2d", "3d", "slices")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_LEARNING_RATE = 1.0
 """Adam moves every weight by up to the learning rate per step: above 1 the net's weights, which start near 0.1,
 are thrown around and the run can only diverge."""
-MODES = ("auto", "2d", "3d", "slices")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the product knows about one parameter besides its default."""
+
+    help: str
+    label: str
+    """Its name in the Slicer panel."""
+    paper: Any
+    """The published configuration's value (the ``paper`` preset)."""
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: Tuple[str, ...] = ()
+    flag: Optional[str] = None
+    """Command-line option, when not ``--`` + the name with dashes."""
+    advanced: bool = True
+    """Shown under Advanced in the panel."""
+
+
+def _parameter(default: Any, help: str, label: str, paper: Any = None, **spec: Any):
+    """A dataclass field with its :class:`Spec`; ``paper`` defaults to ``default`` (the paper's own value)."""
+    return field(default=default, metadata={"spec": Spec(help, label, default if paper is None else paper, **spec)})
 
 
 @dataclass(frozen=True)
 class RegistrationParameters:
-    """Settings of the multi-resolution ODE registration; defaults are the measured fast ones (see PRESETS).
+    """Settings of the multi-resolution ODE registration; the defaults are the measured best
+    (docs/benchmarks.md), the ``paper`` values the published configuration.
 
     The regularization weights follow the paper: alpha = 1/K for inverse consistency and gamma = lambda/K for the
     displacement magnitude, K being the number of pyramid levels.
     """
 
-    iterations: int = 250
-    """Most Adam iterations for 2-D images and slice stacks: on the benchmark, Dice peaks around 250 and the loss
-    still creeps down at 400 (docs/benchmarks.md), so the early stop rarely ends a run before."""
-    iterations_3d: int = 200
-    """Most Adam iterations for volumes: at their coarser working grid, Dice stops improving by 200 on the
-    benchmark, while the loss still creeps down (so early stop alone would not end the run)."""
-    levels: int = 2
-    learning_rate: float = 5e-4
-    regularization_lambda: float = 5.0
-    similarity: str = "mi+ssim"
-    smoothing_sigma_mm: float = 3.125
-    """Gaussian LowPass of the velocity, in millimetres, applied on the net grid of every level (where the velocity
-    lives), so it means the same smoothing whatever the image spacing and the net grid. 3.125 mm is the paper's
-    2 voxels at ACDC's 1.5625 mm."""
-    conv_layers: int = 4
-    channels: int = 24
-    kernel_size_2d: int = 5
-    kernel_size_3d: int = 3
-    integration_steps: int = 7
-    """Scaling-and-squaring steps: the velocity is divided by 2**steps and then composed with itself."""
-    net_downsampling: int = 2
-    """The net, its velocity and exp live on a grid this many times coarser than each level (1: the paper).
-    The smoothed velocity is band-limited anyway, so a coarser grid loses little and saves most of the cost;
-    inside a region around the heart, 2 is more accurate than 4 (docs/benchmarks.md)."""
-    working_spacing_mm: float = 3.2
-    """The finest pyramid level is the image halved as often as its spacing stays at most this (0: never, the
-    paper); the fitted fields are upsampled to the image at the end. In physical units, so that a 1.5 mm cine
-    slice, a 1.5 mm volume and a 0.8 mm volume are all registered at about 3 mm. A halving divides an
-    iteration's cost by ~4 in 2-D and ~8 in 3-D."""
-    folding_weight: float = 100.0
-    """Weight of the folding guard, mean(max(0, 0.1 - det J)) of both maps at every level (0: the paper, which has
-    no such term); it is zero unless a map compresses more than tenfold somewhere."""
-    inverse_refinement_steps: int = 20
-    """Fixed-point steps that turn the net's backward map into the numerical inverse of the forward one at the
-    end, on the whole fixed grid the fields are written on (0: the paper, which outputs the net's backward map as
-    it is); kept except where it would fold (fields.py)."""
-    convergence_tolerance: float = 1e-3
-    """Stop early when the best loss of the last ``convergence_window`` iterations improved by less than this
-    fraction on the window before (0: run all iterations, as the paper)."""
-    convergence_window: int = 50
-    region: str = "auto"
-    """Where to register: ``auto`` fits the map inside the box of the moving labels (or of the fixed mask) plus
-    ``region_margin_mm`` and continues it smoothly to the identity outside; ``whole`` fits the whole image. An
-    explicit box is an input of :func:`register_images`, not a parameter."""
-    region_margin_mm: float = 25.0
-    """Margin around the labels' bounding box, in millimetres, of the ``auto`` region."""
-    mode: str = "auto"
-    device: str = "auto"
-    seed: int = 0
+    iterations: int = _parameter(
+        250, "most Adam iterations for 2-D images and slice stacks (Dice peaks around 250 on the benchmark)",
+        "Iterations (2-D, stacks)", 800, minimum=1, maximum=100000, advanced=False)
+    iterations_3d: int = _parameter(
+        200, "most Adam iterations for volumes registered in 3-D", "Iterations (volumes)", 800,
+        minimum=1, maximum=100000, advanced=False)
+    levels: int = _parameter(2, "pyramid levels K", "Pyramid levels", minimum=1, maximum=6, advanced=False)
+    similarity: str = _parameter("mi+ssim", "similarity of the warped and the target image, both ways",
+                                 "Similarity", choices=SIMILARITIES, advanced=False)
+    region: str = _parameter(
+        "auto", "where the map is fitted: auto = the box of the moving labels (else of the fixed mask, else of the "
+        "moving mask) plus the margin, continued smoothly to the identity outside; whole = the whole image",
+        "Region", "whole", choices=REGIONS, advanced=False, flag="--roi")
+    region_margin_mm: float = _parameter(25.0, "margin around the labels' box of the automatic region, in mm",
+                                         "Region margin (mm)", minimum=0.0, maximum=500.0, flag="--roi-margin-mm",
+                                         advanced=False)
+    mode: str = _parameter("auto", "2d, 3d, or slices (2-D per slice of a thick-slice stack); auto decides from "
+                           "the spacing", "Mode", choices=MODES, advanced=False)
+    device: str = _parameter("auto", "where torch runs: auto = CUDA, else MPS, else CPU", "Device", choices=DEVICES,
+                             advanced=False)
+    learning_rate: float = _parameter(5e-4, "Adam learning rate", "Learning rate", minimum=1e-7,
+                                      maximum=MAX_LEARNING_RATE)
+    regularization_lambda: float = _parameter(5.0, "weight of the displacement penalty ||D - x||^2; gamma = "
+                                              "lambda / K", "Regularization lambda", minimum=0.0, maximum=1000.0,
+                                              flag="--lambda")
+    smoothing_sigma_mm: float = _parameter(
+        3.125, "Gaussian LowPass of the velocity, in mm, on the net grid of every level (the paper's 2 voxels at "
+        "1.5625 mm)", "Velocity smoothing sigma (mm)", minimum=0.0, maximum=50.0)
+    net_downsampling: int = _parameter(
+        2, "the net, its velocity and exp live on a grid this many times coarser than each level",
+        "Net grid coarsening", 1, minimum=1, maximum=16)
+    working_spacing_mm: float = _parameter(
+        3.2, "the finest level is the image halved while its spacing stays at most this, in mm; the fields are "
+        "upsampled at the end (0: full resolution)", "Working resolution (mm)", 0.0, minimum=0.0, maximum=20.0)
+    folding_weight: float = _parameter(
+        100.0, "weight of the folding guard mean(max(0, 0.1 - det J)), zero unless a map compresses tenfold",
+        "Folding guard weight", 0.0, minimum=0.0, maximum=10000.0)
+    inverse_refinement_steps: int = _parameter(
+        20, "fixed-point steps that make the backward map the numerical inverse of the forward one on the whole "
+        "fixed grid, except where that would fold (0: the net's backward map as it is)", "Inverse refinement steps",
+        0, minimum=0, maximum=1000)
+    convergence_tolerance: float = _parameter(
+        1e-3, "stop when the best loss of the last window improved by less than this fraction on the window "
+        "before, once the similarity improved by 1 % (0: run every iteration)", "Early-stop tolerance", 0.0,
+        minimum=0.0, maximum=1.0)
+    convergence_window: int = _parameter(50, "iterations per window of the early stop", "Early-stop window",
+                                         minimum=1, maximum=10000)
+    conv_layers: int = _parameter(4, "convolution layers of the net", "Net layers", minimum=2, maximum=16)
+    channels: int = _parameter(24, "filters per layer of the net", "Net filters", minimum=1, maximum=256)
+    kernel_size_2d: int = _parameter(5, "convolution kernel size in 2-D (odd)", "Kernel size (2-D)",
+                                     minimum=1, maximum=15)
+    kernel_size_3d: int = _parameter(3, "convolution kernel size in 3-D (odd)", "Kernel size (3-D)",
+                                     minimum=1, maximum=15)
+    integration_steps: int = _parameter(7, "scaling-and-squaring steps of exp", "Integration steps",
+                                        minimum=0, maximum=20)
+    seed: int = _parameter(0, "seed of the net's initial weights (a run is reproducible on the same device)",
+                           "Random seed", minimum=0, maximum=2**31 - 1)
 
     def __post_init__(self) -> None:
-        not_finite = [f.name for f in dataclasses.fields(self)
-                      if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
-        if not_finite:
-            raise ValueError(f"{not_finite[0].replace('_', ' ')} must be a finite number, not {getattr(self, not_finite[0])}")
-        checks = [
-            (min(self.iterations, self.iterations_3d) >= 1, "iterations must be at least 1"),
-            (1 <= self.levels <= 6, f"levels must be between 1 and 6, not {self.levels}"),
-            (0 < self.learning_rate <= MAX_LEARNING_RATE,
-             f"learning rate must be above 0 and at most {MAX_LEARNING_RATE:g}, not {self.learning_rate:g}"),
-            (self.regularization_lambda >= 0, f"lambda must be non-negative, not {self.regularization_lambda}"),
-            (self.similarity in SIMILARITIES, f"similarity must be one of {', '.join(SIMILARITIES)}"),
-            (self.smoothing_sigma_mm >= 0, f"smoothing sigma must be non-negative, not {self.smoothing_sigma_mm}"),
-            (self.region in REGIONS, f"region must be one of {', '.join(REGIONS)}"),
-            (self.region_margin_mm >= 0, f"region margin must be non-negative, not {self.region_margin_mm}"),
-            (self.conv_layers >= 2, f"conv layers must be at least 2, not {self.conv_layers}"),
-            (self.channels >= 1, f"channels must be at least 1, not {self.channels}"),
-            (self.kernel_size_2d % 2 == 1 and self.kernel_size_3d % 2 == 1, "kernel sizes must be odd"),
-            (self.integration_steps >= 0, f"integration steps must be non-negative, not {self.integration_steps}"),
-            (self.net_downsampling >= 1, f"net downsampling must be at least 1, not {self.net_downsampling}"),
-            (self.working_spacing_mm >= 0, f"working spacing must be non-negative, not {self.working_spacing_mm}"),
-            (self.folding_weight >= 0, f"folding weight must be non-negative, not {self.folding_weight}"),
-            (self.inverse_refinement_steps >= 0, "inverse refinement steps must be non-negative"),
-            (self.convergence_tolerance >= 0, "convergence tolerance must be non-negative"),
-            (self.convergence_window >= 1, "convergence window must be at least 1"),
-            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}"),
-            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        for name, spec in specs().items():
+            value = getattr(self, name)
+            text = name.replace("_", " ")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{text} must be a finite number, not {value}")
+            if spec.choices and value not in spec.choices:
+                raise ValueError(f"{text} must be one of {', '.join(spec.choices)}, not {value!r}")
+            if spec.minimum is not None and not spec.minimum <= value <= spec.maximum:
+                raise ValueError(f"{text} must be between {spec.minimum:g} and {spec.maximum:g}, not {value:g}")
+        if self.kernel_size_2d % 2 == 0 or self.kernel_size_3d % 2 == 0:
+            raise ValueError("kernel sizes must be odd")
 
     @property
     def inverse_consistency_weight(self) -> float:
@@ -117,18 +136,39 @@ class RegistrationParameters:
     def replace(self, **changes) -> "RegistrationParameters":
         return dataclasses.replace(self, **changes)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], source: str = "parameters") -> "RegistrationParameters":
+        """From a preset or a report's ``parameters``; an unknown name is refused (ValueError naming it)."""
+        unknown = sorted(set(values) - set(specs()))
+        if unknown:
+            raise ValueError(f"{source}: unknown parameter {unknown[0]!r} (known: {', '.join(specs())})")
+        try:
+            return cls(**{name: field_type(name)(value) for name, value in values.items()})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: {error}") from None
 
-PRESETS = {
-    "fast": RegistrationParameters(),
-    "paper": RegistrationParameters(iterations=800, iterations_3d=800, net_downsampling=1, working_spacing_mm=0.0,
-                                    folding_weight=0.0, inverse_refinement_steps=0, convergence_tolerance=0.0,
-                                    region="whole"),
-}
-"""``paper``: the published configuration (800 Adam iterations, every level and the net at full resolution, no
-folding guard, the net's backward map as it is). ``fast``: the default; the finest level at half the image's
-resolution (a quarter for volumes), the net on a 4x coarser grid than each level, a folding guard, at most 400
-iterations (200 for volumes) with early stop, the backward map refined into the forward's inverse
-(docs/benchmarks.md)."""
+
+def specs() -> Dict[str, Spec]:
+    """Every parameter's :class:`Spec`, in the dataclass' order."""
+    return {f.name: f.metadata["spec"] for f in dataclasses.fields(RegistrationParameters)}
+
+
+def paper_values() -> Dict[str, Any]:
+    return {name: spec.paper for name, spec in specs().items()}
+
+
+def defaults() -> Dict[str, Any]:
+    return RegistrationParameters().as_dict()
+
+
+def field_type(name: str) -> type:
+    """int, float or str: the parameter's Python type."""
+    return type(defaults()[name])
+
+
+def option_flag(name: str) -> str:
+    return specs()[name].flag or "--" + name.replace("_", "-")
+

@@ -1,7 +1,9 @@
-"""The QA picture: fixed, moving, warped, checkerboard, deformation grid and Jacobian map, one PNG."""
+"""The QA picture a clinician reads after a run: contours, images, differences, the deformation grid and det J,
+on the middle slice (3-D) or the image (2-D), one PNG."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -10,42 +12,87 @@ from .metrics import index_to_physical_matrix
 from .registration import RegistrationResult
 
 GRID_LINES = 16
+FIXED_CONTOUR = "#00ff00"
+"""Fixed (reference) labels: solid green."""
+PROPAGATED_CONTOUR = "#ff00ff"
+"""Propagated moving labels: dashed magenta."""
 
 
-def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationResult, path: str | os.PathLike) -> None:
-    """Six panels on the middle slice (3-D) or the image (2-D); matplotlib is imported only here."""
+def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationResult, path: str | os.PathLike,
+                   fixed_labels: Optional[sitk.Image] = None, moving_labels: Optional[sitk.Image] = None) -> None:
+    """Eight panels and a caption; matplotlib is imported only here."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dim = fixed.GetDimension()
-    moving_on_fixed = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), fixed, sitk.Transform(), sitk.sitkLinear, 0.0)
+    on_fixed = lambda image, interpolator=sitk.sitkLinear: sitk.Resample(image, fixed, sitk.Transform(), interpolator, 0)
     fixed_slice, moving_slice, warped_slice, jacobian_slice = (
-        _middle_slice(sitk.GetArrayFromImage(image), dim) for image in (fixed, moving_on_fixed, result.warped, result.jacobian))
+        _middle_slice(sitk.GetArrayFromImage(image), dim)
+        for image in (fixed, on_fixed(sitk.Cast(moving, sitk.sitkFloat32)), result.warped, result.jacobian))
     low, high = np.percentile(fixed_slice, [0.5, 99.5])
-    grey = {"cmap": "gray", "vmin": low, "vmax": high, "origin": "upper"}
+    aspect = fixed.GetSpacing()[1] / fixed.GetSpacing()[0]
+    grey = {"cmap": "gray", "vmin": low, "vmax": high, "origin": "upper", "aspect": aspect}
 
-    figure, axes = plt.subplots(2, 3, figsize=(12, 8.4))
+    figure, axes = plt.subplots(2, 4, figsize=(16, 9.4), layout="constrained")
     axes[0, 0].imshow(fixed_slice, **grey)
-    axes[0, 0].set_title("fixed")
+    axes[0, 0].set_title("fixed" + (": labels (green) and propagated (magenta, dashed)"
+                                    if result.warped_labels is not None else ""), fontsize=9)
+    if fixed_labels is not None:
+        _draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), dim),
+                       FIXED_CONTOUR, "solid")
+    if result.warped_labels is not None:
+        _draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(result.warped_labels), dim),
+                       PROPAGATED_CONTOUR, "dashed")
+    _draw_scale_bar(axes[0, 0], fixed_slice.shape, fixed.GetSpacing()[0])
     axes[0, 1].imshow(moving_slice, **grey)
-    axes[0, 1].set_title("moving (unregistered)")
+    axes[0, 1].set_title("moving (unregistered)" + (": its labels" if moving_labels is not None else ""), fontsize=9)
+    if moving_labels is not None:
+        _draw_contours(axes[0, 1], _middle_slice(sitk.GetArrayFromImage(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), dim),
+                       PROPAGATED_CONTOUR, "solid")
     axes[0, 2].imshow(warped_slice, **grey)
-    axes[0, 2].set_title("warped moving")
+    axes[0, 2].set_title("warped moving", fontsize=9)
+    axes[0, 3].imshow(fixed_slice, **grey)
+    _draw_grid(axes[0, 3], _middle_slice(_voxel_displacement(result.forward), dim))
+    axes[0, 3].set_title("deformation grid (forward map) on fixed", fontsize=9)
     axes[1, 0].imshow(_checkerboard(fixed_slice, warped_slice), **grey)
-    axes[1, 0].set_title("checkerboard fixed / warped")
-    axes[1, 1].imshow(fixed_slice, **grey)
-    _draw_grid(axes[1, 1], _middle_slice(_voxel_displacement(result.forward), dim))
-    axes[1, 1].set_title("deformation grid")
-    image = axes[1, 2].imshow(jacobian_slice, cmap="bwr", vmin=0.0, vmax=2.0, origin="upper")
-    axes[1, 2].set_title(f"det J (min {result.report['min_jacobian']:.2f}, folds {result.report['folded_voxels']})")
-    figure.colorbar(image, ax=axes[1, 2], fraction=0.046)
+    axes[1, 0].set_title("checkerboard fixed / warped", fontsize=9)
+    spread = float(high - low) or 1.0
+    for axis, other, name in ((axes[1, 1], moving_slice, "before"), (axes[1, 2], warped_slice, "after")):
+        axis.imshow(fixed_slice - other, cmap="gray", vmin=-0.5 * spread, vmax=0.5 * spread, origin="upper",
+                    aspect=aspect)
+        axis.set_title(f"difference fixed - moving, {name} (grey = equal)", fontsize=9)
+    image = axes[1, 3].imshow(jacobian_slice, cmap="bwr", vmin=0.0, vmax=2.0, origin="upper", aspect=aspect)
+    axes[1, 3].set_title(f"det J (min {result.report['min_jacobian']:.2f}, folded voxels "
+                         f"{result.report['folded_voxels']})", fontsize=9)
+    figure.colorbar(image, ax=axes[1, 3], fraction=0.046)
     for axis in axes.flat:
         axis.set_axis_off()
-    figure.tight_layout()
+    figure.suptitle(_title(result), fontsize=11)
+    figure.supxlabel(_caption(result, dim), fontsize=8, wrap=True)
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+def _title(result: RegistrationResult) -> str:
+    scores = result.report.get("labels")
+    if not scores:
+        return "ODE registration QA"
+    return "Dice before -> after: " + ", ".join(
+        f"label {label} {values['before']['dice']:.3f} -> {values['after']['dice']:.3f}" for label, values in scores.items())
+
+
+def _caption(result: RegistrationResult, dim: int) -> str:
+    where = "the middle slice" if dim == 3 else "the image"
+    region = result.report["region"]
+    outside = ("" if region["source"] == "whole image" else
+               f" Outside the region it was fitted in ({' x '.join(map(str, region['index_size']))} voxels) the map "
+               f"fades to the identity over {region['fade_mm']:g} mm.")
+    return (f"All panels show {where} on the fixed grid. det J is the forward map's local change of area/volume: "
+            "white = unchanged, blue = compressed, red = expanded, folded where <= 0. The velocities live on a grid "
+            f"{result.report['parameters']['net_downsampling']}x coarser than each pyramid level, so det J varies "
+            f"smoothly over blocks of that size.{outside}")
 
 
 def _middle_slice(array: np.ndarray, dim: int) -> np.ndarray:
@@ -64,8 +111,24 @@ def _checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
     return np.where(((rows // size) + (columns // size)) % 2 == 0, a, b)
 
 
+def _draw_contours(axis, labels: np.ndarray, colour: str, style: str) -> None:
+    for value in np.unique(labels):
+        if value != 0:
+            axis.contour(labels == value, levels=[0.5], colors=colour, linestyles=style, linewidths=1.0)
+
+
+def _draw_scale_bar(axis, shape, spacing_mm: float) -> None:
+    """A white bar of a round length near a fifth of the width, labelled in mm, at the bottom left."""
+    width_mm = shape[1] * spacing_mm
+    length_mm = next(length for length in (100, 50, 20, 10, 5, 2, 1) if length <= width_mm / 5 or length == 1)
+    rows, columns = shape
+    x0, y = 0.05 * columns, 0.93 * rows
+    axis.plot([x0, x0 + length_mm / spacing_mm], [y, y], color="white", linewidth=3)
+    axis.text(x0, y - 0.02 * rows, f"{length_mm} mm", color="white", fontsize=8)
+
+
 def _draw_grid(axis, displacement: np.ndarray) -> None:
-    """Lines of constant i and j, drawn where the forward map sends them (x + u(x))."""
+    """Lines of constant i and j, drawn where the forward map sends them (x + u(x)), kept inside the image."""
     rows, columns = displacement.shape[:2]
     i, j = np.meshgrid(np.arange(columns), np.arange(rows))
     x, y = i + displacement[..., 0], j + displacement[..., 1]
@@ -74,3 +137,5 @@ def _draw_grid(axis, displacement: np.ndarray) -> None:
         axis.plot(x[row], y[row], color="yellow", linewidth=0.6)
     for column in range(0, columns, step):
         axis.plot(x[:, column], y[:, column], color="yellow", linewidth=0.6)
+    axis.set_xlim(-0.5, columns - 0.5)
+    axis.set_ylim(rows - 0.5, -0.5)

@@ -1,0 +1,55 @@
+"""Presets as data: JSON files of parameter values, shipped in the module's ``Resources/Presets`` and saved by
+users anywhere (the Slicer panel uses the user's settings folder), read the same way by the CLI and the panel.
+
+A preset file is ``{"description": "...", "parameters": {name: value, ...}}`` and lists every parameter, so that a
+preset keeps meaning the same run when the defaults change (``paper`` must always be the published method).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+from .parameters import RegistrationParameters
+
+SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "Resources" / "Presets"
+"""ODERegistration/Resources/Presets in the source tree and in Slicer's installed module alike."""
+DEFAULT_PRESET = "fast"
+
+
+def preset_files(folders: Iterable[Path] = ()) -> Dict[str, Path]:
+    """Preset name -> file, the shipped ones first; a user folder's preset of the same name wins."""
+    files = {}
+    for folder in (SHIPPED_PRESETS, *folders):
+        for path in sorted(Path(folder).glob("*.json")):
+            files[path.stem] = path
+    return files
+
+
+def load_preset(name_or_path: str, folders: Iterable[Path] = ()) -> RegistrationParameters:
+    """A preset by name (shipped, or in ``folders``) or by the path of a preset file or a ``report.json``, whose
+    ``parameters`` reproduce that run. ValueError names the preset and the problem."""
+    path = preset_files(folders).get(name_or_path) or Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"preset {name_or_path!r}: no such preset (shipped: {', '.join(preset_files(folders))}) "
+                         "and no such file")
+    try:
+        values = json.loads(path.read_text())["parameters"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"preset {path}: not a preset or report file ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"preset {path}: its 'parameters' is not a mapping of names to values")
+    return RegistrationParameters.from_dict(values, f"preset {path}")
+
+
+def save_preset(parameters: RegistrationParameters, path: Path, description: str = "") -> Path:
+    """Write every parameter value, so that the preset reproduces this run whatever the defaults become."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"description": description, "parameters": parameters.as_dict()}, indent=2) + "\n")
+    return path
+
+
+def preset_description(name: str, folders: Iterable[Path] = ()) -> Optional[str]:
+    path = preset_files(folders).get(name)
+    return json.loads(path.read_text()).get("description") if path else None

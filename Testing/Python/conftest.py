@@ -53,38 +53,20 @@ def mrml(monkeypatch, request):
     during the test fails it, unless the test is marked ``allow_vtk_errors``.
     """
     slicer = pytest.importorskip("slicer")
-    import types
-
     import vtk
 
-    scene = slicer.vtkMRMLScene()
-    application_logic = slicer.vtkSlicerApplicationLogic()
-    application_logic.SetMRMLScene(scene)
+    from ODERegistrationLib.logic.headless import as_slicer_modules, headless_scene
 
-    def register(name, logic):
-        logic.SetMRMLScene(scene)
-        logic.SetMRMLApplicationLogic(application_logic)
-        application_logic.SetModuleLogic(name, logic)
-        return logic
-
-    colors = register("Colors", application_logic.GetColorLogic())
-    colors.AddDefaultColorNodes()
-    logics = types.SimpleNamespace(
-        volumes=register("Volumes", slicer.vtkSlicerVolumesLogic()),
-        transforms=register("Transforms", slicer.vtkSlicerTransformLogic()),
-        segmentations=register("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
-    )
-    monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
-    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
-        **{name: types.SimpleNamespace(logic=(lambda logic=logic: logic)) for name, logic in vars(logics).items()}),
-        raising=False)
+    headless = headless_scene()
+    monkeypatch.setattr(slicer, "mrmlScene", headless.scene, raising=False)
+    monkeypatch.setattr(slicer, "modules", as_slicer_modules(headless), raising=False)
     previous_window = vtk.vtkOutputWindow.GetInstance()
     captured = vtk.vtkStringOutputWindow()
     vtk.vtkOutputWindow.SetInstance(captured)
     try:
-        yield types.SimpleNamespace(scene=scene, logics=logics)
+        yield headless
     finally:
         vtk.vtkOutputWindow.SetInstance(previous_window)
-        scene.Clear(1)
+        headless.scene.Clear(1)
     if "ERROR" in captured.GetOutput() and not request.node.get_closest_marker("allow_vtk_errors"):
         pytest.fail("VTK reported errors:\n" + captured.GetOutput())

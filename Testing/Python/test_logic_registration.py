@@ -9,7 +9,7 @@ import vtk  # noqa: E402
 
 from ODERegistrationLib.engine import InputError, RegistrationParameters  # noqa: E402
 from ODERegistrationLib.engine.metrics import label_scores  # noqa: E402
-from ODERegistrationLib.logic import ODERegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
+from ODERegistrationLib.logic import RegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
 from ODERegistrationLib.logic.geometry import fill_volume, image_from_volume  # noqa: E402
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
@@ -102,7 +102,7 @@ def test_2d_outputs_agree_with_engine_and_independent_readers(mrml, cardiac_2d):
     before = input_state(inputs)
     request = RegistrationRequest(fixed, moving, RegistrationParameters(iterations=60),
                                   cardiac_2d["moving_segmentation"], cardiac_2d["fixed_segmentation"])
-    outputs = ODERegistrationLogic(mrml.scene).run(request)
+    outputs = RegistrationLogic(mrml.scene).run(request)
 
     assert_unchanged(before, input_state(inputs))
     # the transform maps points like the engine's displacement read by SimpleITK
@@ -148,7 +148,7 @@ def test_oblique_3d_stack_transform_matches_engine(mrml, data_dir):
     moving = add_volume(mrml.scene, pair["moving"], "ED")
     direction = np.asarray(pair["fixed"].GetDirection()).reshape(3, 3)
     assert np.abs(direction - np.diag(np.diag(direction))).max() > 0.3  # really oblique
-    outputs = ODERegistrationLogic(mrml.scene).run(
+    outputs = RegistrationLogic(mrml.scene).run(
         RegistrationRequest(fixed, moving, RegistrationParameters(iterations=8, mode="slices")),
         OutputRequest(inverse_transform=None, jacobian_volume=None))
     assert outputs.report["mode"] == "slices"
@@ -171,41 +171,41 @@ def test_initial_linear_transform_of_the_moving_volume_is_honoured(mrml, cardiac
     moving.SetAndObserveTransformNodeID(shift.GetID())
     shifted_origin = np.array(image_from_volume(moving).GetOrigin())
     assert np.allclose(shifted_origin - plain_origin, [-12.0, 7.0, 0.0])  # RAS shift seen in LPS
-    outputs = ODERegistrationLogic(mrml.scene).run(
+    outputs = RegistrationLogic(mrml.scene).run(
         RegistrationRequest(cardiac_2d["fixed"], moving, RegistrationParameters(iterations=2)))
     assert moving.GetTransformNodeID() == shift.GetID()  # the input keeps its transform
     assert outputs.warped_volume.GetTransformNodeID() is None
 
 
 def test_non_linear_parent_transform_is_refused(mrml, cardiac_2d):
-    outputs = ODERegistrationLogic(mrml.scene).run(
+    outputs = RegistrationLogic(mrml.scene).run(
         RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=1)),
         OutputRequest(inverse_transform=None, warped_volume=None, jacobian_volume=None, propagated_segmentation=None))
     cardiac_2d["moving"].SetAndObserveTransformNodeID(outputs.forward_transform.GetID())
     with pytest.raises(InputError, match="non-linear"):
-        ODERegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"]))
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"]))
 
 
 def test_cancel_leaves_the_scene_unchanged(mrml, cardiac_2d):
     inputs = list(cardiac_2d.values())
     before, node_count = input_state(inputs), mrml.scene.GetNumberOfNodes()
-    logic = ODERegistrationLogic(mrml.scene)
+    logic = RegistrationLogic(mrml.scene)
     request = RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=10_000),
                                   cardiac_2d["moving_segmentation"])
-    job = logic.start(request)
-    while not job.poll():  # wait until it really iterates
-        job.wait(0.05)
-    job.cancel()
-    job.wait(30)
-    assert not job.running and job.cancelled
-    assert logic.finish(job, request) is None
+    run = logic.start(request)
+    while not run.job.poll():  # wait until it really iterates
+        run.job.wait(0.05)
+    run.job.cancel()
+    run.job.wait(30)
+    assert not run.job.running and run.job.cancelled
+    assert logic.finish(run) is None
     assert_unchanged(before, input_state(inputs))
     assert mrml.scene.GetNumberOfNodes() == node_count
 
 
 def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="fixed and a moving"):
-        ODERegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))
 
 
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):
@@ -219,7 +219,7 @@ def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrm
     moving = add_volume(mrml.scene, pair["moving"], "ED")
     roi = mrml.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "heart")
     fill_roi_from_box(roi, pair["fixed"], [10, 12, 2], [30, 28, 6])
-    logic = ODERegistrationLogic(mrml.scene)
+    logic = RegistrationLogic(mrml.scene)
     request = RegistrationRequest(fixed, moving, RegistrationParameters(iterations=3, mode="slices"), region_roi=roi)
     inputs = logic.prepare(request)
     region = region_from_corners(inputs.region_corners, pair["fixed"])
@@ -236,13 +236,32 @@ def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrm
 
 def test_automatic_region_and_masks_from_segmentations(mrml, cardiac_2d):
     """The moving segmentation places the region; a mask segmentation on another volume's grid is refused."""
-    outputs = ODERegistrationLogic(mrml.scene).run(RegistrationRequest(
+    outputs = RegistrationLogic(mrml.scene).run(RegistrationRequest(
         cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=20),
         cardiac_2d["moving_segmentation"], fixed_mask=cardiac_2d["fixed_segmentation"],
         moving_mask=cardiac_2d["moving_segmentation"]))
     assert outputs.report["region"]["source"] == "ED segmentation"
     assert outputs.region_roi is not None and outputs.report["folded_voxels"] == 0
-    whole = ODERegistrationLogic(mrml.scene).run(RegistrationRequest(
+    whole = RegistrationLogic(mrml.scene).run(RegistrationRequest(
         cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=2, region="whole"),
         cardiac_2d["moving_segmentation"]))
     assert whole.report["region"]["source"] == "whole image" and whole.region_roi is None
+
+
+def test_a_background_run_fills_the_outputs_chosen_when_it_started_and_leaves_torch_as_it_found_it(mrml, cardiac_2d):
+    """The panel used to read its output choices when the job ended, from a parameter node that leaving the module
+    had dropped: the result was lost. A run now carries the choices made at Apply. The job also used to leave
+    torch's thread count lowered and reseed torch's global generator in Slicer's process."""
+    import torch
+
+    logic = RegistrationLogic(mrml.scene)
+    chosen = mrml.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "chosen at Apply")
+    threads, random_state = torch.get_num_threads(), torch.get_rng_state()
+    run = logic.start(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
+                                          RegistrationParameters(iterations=5, seed=3)),
+                      OutputRequest(forward_transform=chosen, jacobian_volume=None))
+    run.job.wait(120)
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), random_state)
+    outputs = logic.finish(run)
+    assert outputs.forward_transform is chosen and outputs.jacobian_volume is None
+    assert chosen.GetTransformFromParent() is not None

@@ -46,11 +46,18 @@ class RegistrationJob:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        """Run in the background, leaving one CPU core to the GUI."""
-        if self.inputs.parameters.device in ("auto", "cpu"):
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-        self._thread = threading.Thread(target=self.run, name="ODERegistration", daemon=True)
+        """Run in the background, leaving one CPU core to the GUI (torch's thread count is restored after)."""
+        self._thread = threading.Thread(target=self._run_leaving_a_core, name="ODERegistration", daemon=True)
         self._thread.start()
+
+    def _run_leaving_a_core(self) -> None:
+        threads = torch.get_num_threads()
+        if self.inputs.parameters.device in ("auto", "cpu"):
+            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
+        try:
+            self.run()
+        finally:
+            torch.set_num_threads(threads)
 
     def run(self) -> None:
         """Run in the calling thread; errors are kept in ``error`` rather than raised."""

@@ -1,4 +1,4 @@
-"""ODERegistrationLogic: MRML nodes in, MRML nodes out; the engine does the work.
+"""RegistrationLogic: MRML nodes in, MRML nodes out; the engine does the work.
 
 Qt-free on purpose (imports slicer's MRML classes, vtk, numpy, torch), so it runs in tests against the real MRML
 of the slicer-core wheel and in batch scripts, like the logic of Slicer's scripted-module template.
@@ -36,7 +36,7 @@ class RegistrationRequest:
     """Likewise on the moving volume."""
 
 
-class ODERegistrationLogic:
+class RegistrationLogic:
     """Prepare inputs, run the engine (blocking or in a background job) and build the output nodes."""
 
     def __init__(self, scene=None) -> None:
@@ -66,24 +66,34 @@ class ODERegistrationLogic:
             inputs.names["region_corners"] = request.region_roi.GetName()
         return inputs
 
-    def start(self, request: RegistrationRequest) -> RegistrationJob:
-        """Start a background job; poll it, then call :meth:`finish` on the main thread."""
-        job = RegistrationJob(self.prepare(request))
-        job.start()
-        return job
+    def start(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> "RegistrationRun":
+        """Start a background job; poll ``run.job``, then call :meth:`finish` on the main thread."""
+        run = RegistrationRun(RegistrationJob(self.prepare(request)), request, outputs)
+        run.job.start()
+        return run
 
-    def finish(self, job: RegistrationJob, request: RegistrationRequest,
-               outputs: OutputRequest = OutputRequest()) -> Optional[RegistrationOutputs]:
-        """Build the output nodes of a finished job; None when it was cancelled (the scene stays untouched)."""
+    def finish(self, run: "RegistrationRun") -> Optional[RegistrationOutputs]:
+        """Build the output nodes of a finished run; None when it was cancelled (the scene stays untouched)."""
+        job = run.job
         if job.error is not None:
             raise job.error
         if job.cancelled or job.result is None:
             return None
-        return build_outputs(self.scene, job.result, outputs, request.fixed_volume, request.moving_volume,
-                             request.moving_segmentation)
+        return build_outputs(self.scene, job.result, run.outputs, run.request.fixed_volume,
+                             run.request.moving_volume, run.request.moving_segmentation)
 
     def run(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> RegistrationOutputs:
         """Blocking run, for scripts and tests."""
-        job = RegistrationJob(self.prepare(request))
-        job.run()
-        return self.finish(job, request, outputs)
+        run = RegistrationRun(RegistrationJob(self.prepare(request)), request, outputs)
+        run.job.run()
+        return self.finish(run)
+
+
+@dataclass
+class RegistrationRun:
+    """A started job with everything needed to finish it, fixed when it started: the panel that started it may
+    have been left, or its choices changed, by the time the job ends."""
+
+    job: RegistrationJob
+    request: RegistrationRequest
+    outputs: OutputRequest

@@ -1,0 +1,35 @@
+"""A real MRML scene with the module logics the Logic needs, without Slicer's application (the slicer-core wheel):
+for batch scripts, the docs' rendered views and the tests."""
+from __future__ import annotations
+
+import types
+
+import slicer
+
+
+def headless_scene() -> types.SimpleNamespace:
+    """scene, application_logic and the module logics (colors, volumes, transforms, segmentations), registered
+    with the application logic as Slicer does at startup."""
+    scene = slicer.vtkMRMLScene()
+    application_logic = slicer.vtkSlicerApplicationLogic()
+    application_logic.SetMRMLScene(scene)
+
+    def register(name, logic):
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(application_logic)
+        application_logic.SetModuleLogic(name, logic)
+        return logic
+
+    register("Colors", application_logic.GetColorLogic()).AddDefaultColorNodes()
+    logics = types.SimpleNamespace(
+        volumes=register("Volumes", slicer.vtkSlicerVolumesLogic()),
+        transforms=register("Transforms", slicer.vtkSlicerTransformLogic()),
+        segmentations=register("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
+    )
+    return types.SimpleNamespace(scene=scene, application_logic=application_logic, logics=logics)
+
+
+def as_slicer_modules(headless: types.SimpleNamespace) -> types.SimpleNamespace:
+    """What ``slicer.modules`` holds for slicer.util's helpers (``slicer.modules.<name>.logic()``)."""
+    return types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda logic=logic: logic))
+                                    for name, logic in vars(headless.logics).items()})

@@ -3,10 +3,12 @@ uses, the parameter-node bindings, the CMake script lists and the ExtensionsInde
 import ast
 import json
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from ODERegistrationLib.engine.parameters import RegistrationParameters
+from ODERegistrationLib.engine.parameters import defaults, specs
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE = REPOSITORY / "ODERegistration"
@@ -32,32 +34,79 @@ def test_every_widget_the_code_uses_exists_with_a_real_class():
     assert not unknown, f"widgets of classes that are not Qt/CTK/Slicer classes: {unknown}"
 
 
-def test_parameter_bindings_match_the_parameter_node():
+def parameter_node_class() -> ast.ClassDef:
     tree = ast.parse(MODULE_FILE.read_text())
-    node_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationParameterNode")
-    fields = {item.target.id for item in node_class.body if isinstance(item, ast.AnnAssign)}
-    bound = {prop.findtext("string") for prop in ElementTree.parse(UI_FILE).iter("property")
-             if prop.get("name") == "SlicerParameterName"}
-    assert bound == fields
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationParameterNode")
 
 
-def test_panel_shows_the_engine_defaults():
-    """Before a parameter node exists the panel shows the .ui's values: they must be the measured defaults."""
-    tree = ast.parse(MODULE_FILE.read_text())
-    node_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationParameterNode")
-    engine_names = {item.target.id: item.value.attr for item in node_class.body
-                    if isinstance(item, ast.AnnAssign) and isinstance(item.value, ast.Attribute)}
-    defaults = RegistrationParameters()
-    checked = 0
+def test_parameter_bindings_are_the_parameter_node_and_every_engine_parameter():
+    """The node declares its MRML nodes; every engine parameter is added from the engine's dataclass and must be
+    bound to exactly one widget (the preset, filled from the preset files, is not bound)."""
+    declared = {item.target.id for item in parameter_node_class().body if isinstance(item, ast.AnnAssign)}
+    bound = [prop.findtext("string") for prop in ElementTree.parse(UI_FILE).iter("property")
+             if prop.get("name") == "SlicerParameterName"]
+    assert len(bound) == len(set(bound))
+    assert set(bound) == (declared - {"preset"}) | set(specs())
+    assert not declared & set(specs()), "an engine parameter declared a second time in the module"
+
+
+def test_every_engine_parameter_widget_shows_its_default_range_choices_and_help():
+    """Before a parameter node exists the panel shows the .ui's values: they must be the engine's."""
+    checked = set()
     for widget in ElementTree.parse(UI_FILE).iter("widget"):
         properties = {prop.get("name"): prop for prop in widget.findall("property")}
-        if "SlicerParameterName" not in properties or "value" not in properties:
+        name = properties.get("SlicerParameterName")
+        name = name.findtext("string") if name is not None else None
+        if name not in specs():
             continue
-        name = properties["SlicerParameterName"].findtext("string")
-        shown = float(next(iter(properties["value"])).text)
-        assert shown == float(getattr(defaults, engine_names[name])), name
-        checked += 1
-    assert checked >= 10
+        spec, default = specs()[name], defaults()[name]
+        assert spec.help[1:] in properties["toolTip"].findtext("string"), name
+        if spec.choices:
+            offered = [item.find("property").findtext("string") for item in widget.findall("item")]
+            assert widget.get("class") == "QComboBox" and offered == list(spec.choices), name
+            assert offered[0] == default or name == "region" and default in offered, name
+        else:
+            number = (lambda key: float(next(iter(properties[key])).text))
+            assert widget.get("class") == ("QSpinBox" if isinstance(default, int) else "QDoubleSpinBox"), name
+            assert (number("minimum"), number("maximum"), number("value")) == (spec.minimum, spec.maximum, default), name
+            if "decimals" in properties:  # every value of the range must be representable
+                assert round(spec.minimum, int(number("decimals"))) == spec.minimum, name
+        checked.add(name)
+    assert checked == set(specs())
+
+
+def test_the_module_keeps_its_parameter_node_when_the_user_leaves_it():
+    """exit() used to drop the parameter node while a job ran: its outputs were then lost."""
+    widget = next(n for n in ast.parse(MODULE_FILE.read_text()).body
+                  if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationWidget")
+    exit_method = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "exit")
+    calls = {node.func.attr for node in ast.walk(exit_method) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute)}
+    assigned = {target.attr for node in ast.walk(exit_method) if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Attribute)}
+    assert "setParameterNode" not in calls and "_parameterNode" not in assigned
+    assert "disconnectGui" in calls
+
+
+def test_the_module_logic_class_gives_slicer_the_module_name():
+    """Slicer derives a module's name from its logic class name minus 'Logic': ODERegistrationParameterLogic
+    made it look for a module 'ODERegistrationParameter'."""
+    tree = ast.parse(MODULE_FILE.read_text())
+    logic_classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
+                     and any(getattr(base, "id", None) == "ScriptedLoadableModuleLogic" for base in n.bases)]
+    assert logic_classes == ["ODERegistrationLogic"]
+
+
+def test_the_out_of_memory_advice_names_only_options_that_exist():
+    import torch
+
+    from ODERegistrationLib.cli.main import build_parser
+    from ODERegistrationLib.engine.device import out_of_memory_message
+
+    message = out_of_memory_message(torch.device("cuda"), (256, 256, 256))
+    named = set(re.findall(r"--[a-z0-9-]+", message))
+    register = build_parser()._subparsers._group_actions[0].choices["register"]
+    assert named and named <= {flag for action in register._actions for flag in action.option_strings}
 
 
 def test_node_selectors_follow_the_scene():
@@ -68,7 +117,7 @@ def test_node_selectors_follow_the_scene():
 
 
 def test_cmake_lists_every_python_file_and_resource():
-    listed = set(re.findall(r"^\s+(\S+\.(?:py|ui|png|nii\.gz|md))\s*$", (MODULE / "CMakeLists.txt").read_text(), re.M))
+    listed = set(re.findall(r"^\s+(\S+\.(?:py|ui|png|nii\.gz|md|json))\s*$", (MODULE / "CMakeLists.txt").read_text(), re.M))
     listed = {entry.replace("${MODULE_NAME}", "ODERegistration") for entry in listed}
     on_disk = {str(path.relative_to(MODULE)) for path in MODULE.rglob("*")
                if path.is_file() and path.suffix != ".txt"
@@ -87,25 +136,13 @@ def test_extension_description_matches_cmake():
     assert (REPOSITORY / "LICENSE").is_file() and (REPOSITORY / "Resources" / "Icons" / "ODERegistration.png").is_file()
 
 
-def test_module_file_imports_no_engine_code_at_load_time():
-    """Slicer's generic test loads the module without torch: only the torch-free parameters may be imported."""
+def test_module_file_imports_nothing_that_needs_torch_at_load_time():
+    """Slicer's generic test loads the module without torch: what the module file imports at load time must not
+    import torch."""
     tree = ast.parse(MODULE_FILE.read_text())
-    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    modules = {node.module for node in top_level if isinstance(node, ast.ImportFrom)}
-    assert {m for m in modules if m and m.startswith("ODERegistrationLib")} == {"ODERegistrationLib.engine.parameters"}
-
-
-def test_combo_boxes_offer_exactly_the_engine_choices():
-    """A choice the engine gains (LNCC, a region mode) must appear in the panel, and the panel offers no other."""
-    from ODERegistrationLib.engine.parameters import DEVICES, MODES, REGIONS, SIMILARITIES
-
-    expected = {"similarity": set(SIMILARITIES), "mode": set(MODES), "device": set(DEVICES),
-                "regionMode": set(REGIONS) | {"roi"}}
-    offered = {}
-    for widget in ElementTree.parse(UI_FILE).iter("widget"):
-        if widget.get("class") != "QComboBox":
-            continue
-        name = next(prop.findtext("string") for prop in widget.findall("property")
-                    if prop.get("name") == "SlicerParameterName")
-        offered[name] = {item.find("property").findtext("string") for item in widget.findall("item")}
-    assert offered == expected
+    modules = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)
+               and node.module and node.module.startswith("ODERegistrationLib")}
+    assert modules
+    script = "import sys; " + "; ".join(f"import {m}" for m in sorted(modules)) + "; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=MODULE, check=True)
+    assert result.stdout.strip() == "False"

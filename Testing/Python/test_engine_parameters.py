@@ -123,3 +123,11 @@ def test_version_and_a_rejected_value_shows_the_register_usage(capsys):
     error = capsys.readouterr().err
     assert exit.value.code == 2 and "usage: oderegistration register" in error
     assert "levels must be between 1 and 6, not 9" in error
+
+
+def test_the_docs_parameter_table_is_the_one_generated_from_the_dataclass():
+    from ODERegistrationLib.engine.parameters import markdown_table
+
+    from conftest import REPOSITORY
+
+    assert (REPOSITORY / "docs" / "parameters.md").read_text() == markdown_table()

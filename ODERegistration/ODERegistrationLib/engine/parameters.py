@@ -172,3 +172,16 @@ def field_type(name: str) -> type:
 def option_flag(name: str) -> str:
     return specs()[name].flag or "--" + name.replace("_", "-")
 
+
+
+def markdown_table() -> str:
+    """docs/parameters.md: every parameter with its option, default, paper value, range and help."""
+    rows = ["| parameter | option | default | paper | allowed | what |", "|---|---|---|---|---|---|"]
+    for name, spec in specs().items():
+        allowed = ", ".join(spec.choices) if spec.choices else f"{spec.minimum:g} to {spec.maximum:g}"
+        rows.append(f"| `{name}` | `{option_flag(name)}` | {defaults()[name]} | {spec.paper} | {allowed} | "
+                    f"{spec.help} |")
+    return ("# Parameters\n\nGenerated from `ODERegistrationLib/engine/parameters.py` (the one place they are "
+            "defined) by `python -c \"from ODERegistrationLib.engine.parameters import markdown_table; "
+            "print(markdown_table(), end='')\" > docs/parameters.md`; a test keeps it current. The same values "
+            "drive the command line, the Slicer panel and the preset files.\n\n" + "\n".join(rows) + "\n")

@@ -1,4 +1,4 @@
-"""``oderegistration register`` and ``oderegistration demo``.
+"""``oderegistration register``, ``oderegistration sequence`` and ``oderegistration demo``.
 
 Errors in the inputs print one line naming the file and the problem, and exit with status 2.
 """
@@ -12,12 +12,14 @@ from typing import List, Optional
 
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
                       register_images)
-from ..engine.io import check_output_dir, read_image, write_result
+from ..engine.io import check_output_dir, read_image, write_result, write_sequence
 from ..engine.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
 from ..engine.presets import DEFAULT_PRESET, load_preset, preset_files
 from ..engine.qa import save_qa_figure
 from ..engine.region import box_corners
+from ..engine.sequence import expert_phases, read_cine, reference_labels, register_sequence
+from ..engine.sequence_qa import save_sequence_qa, save_volume_curve
 from ..sample_data import sample_pair
 from .progress_bar import ProgressBar
 
@@ -41,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_region_option(register)
     add_parameter_options(register)
     register.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
+    sequence = commands.add_parser("sequence", help="carry the labels drawn on one phase of a cine through every "
+                                                    "phase, with the volume curve and the ejection fraction")
+    sequence.set_defaults(usage=sequence)
+    sequence.add_argument("--cine", required=True, help="4-D image (x, y, slice, phase), or a 3-D one with --time-axis")
+    sequence.add_argument("--time-axis", action="store_true", help="read a 3-D --cine as 2-D + time (x, y, phase)")
+    sequence.add_argument("--labels", required=True,
+                          help="label map on the reference phase, or a label sequence like the cine (its reference "
+                               "phase is taken)")
+    sequence.add_argument("--reference-phase", type=int, required=True, help="the phase the labels were drawn on")
+    sequence.add_argument("--expert-labels", help="label sequence like the cine, 0 where a frame is not contoured: "
+                                                  "Dice / HD95 on every contoured frame and the expert's EF")
+    sequence.add_argument("--output-dir", required=True, help="folder for the outputs")
+    add_region_option(sequence)
+    add_parameter_options(sequence)
+    sequence.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
     demo = commands.add_parser("demo", help="register the built-in Sunnybrook sample pair")
     demo.set_defaults(usage=demo)
     demo.add_argument("--output-dir", default="oderegistration_demo", help="folder for the outputs")
@@ -110,10 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         arguments.usage.error(str(error))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the staging folder is removed on the way out
-    inputs = _input_paths(arguments)
     corners = box_corners(*arguments.roi) if isinstance(arguments.roi, tuple) else None
     try:
-        return _run(inputs, arguments.output_dir, parameters, arguments.quiet, corners)
+        if arguments.command == "sequence":
+            return _run_sequence(arguments, parameters, corners)
+        return _run(_input_paths(arguments), arguments.output_dir, parameters, arguments.quiet, corners)
     except (InputError, DeviceError, RegistrationDiverged) as error:
         print(f"oderegistration: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
@@ -162,6 +180,40 @@ def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, qui
           f"inverse consistency {report['inverse_consistency_mm']:.3f} mm")
     for label, scores in report.get("labels", {}).items():
         print(f"  label {label}: Dice {scores['before']['dice']:.3f} -> {scores['after']['dice']:.3f}")
+    return 0
+
+
+def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParameters, region_corners=None) -> int:
+    output_dir = check_output_dir(arguments.output_dir)
+    cine = read_cine(read_image(arguments.cine, "cine"), arguments.time_axis, f"cine {arguments.cine}")
+    labels = reference_labels(read_image(arguments.labels, "labels"), cine, arguments.reference_phase,
+                              f"labels {arguments.labels}")
+    experts = None
+    if arguments.expert_labels:
+        experts = expert_phases(read_image(arguments.expert_labels, "expert labels"), cine,
+                                f"expert labels {arguments.expert_labels}")
+    with ProgressBar(disabled=arguments.quiet) as bar:
+        result = register_sequence(cine, labels, arguments.reference_phase, parameters, progress=bar.update,
+                                   names={"cine": f"cine {arguments.cine}", "labels": f"labels {arguments.labels}"},
+                                   expert_labels=experts, region_corners=region_corners)
+
+    def pictures(folder):
+        save_volume_curve(result, cine, folder / "volume_curve.png")
+        save_sequence_qa(result, cine, folder / "qa.png")
+
+    write_sequence(result, cine, output_dir, pictures)
+    report = result.report
+    for warning in report["batch"]["warnings"]:
+        print(f"oderegistration: warning: {warning}", file=sys.stderr)
+    print(f"{output_dir}: {report['phases']} phases x {len(report['labelled_slices'])} labelled slices in "
+          f"{report['seconds']:.1f} s on {report['batch']['device']}, {report['folded_voxels']} folded voxels")
+    for label, cycle in report["labels"].items():
+        print(f"  label {label}: ED phase {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES phase {cycle['es_phase']} "
+              f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
+    if "expert" in report:
+        expert, ours = report["expert"]["expert"], report["expert"]["propagated"]
+        print(f"  expert (slices {report['expert']['slices']}): EF {expert['ef_percent']} %, propagated on those "
+              f"slices and phases: EF {ours['ef_percent']} %")
     return 0
 
 

@@ -56,9 +56,29 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
 
 def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
                  write_extras: Optional[Callable[[Path], None]] = None) -> Path:
-    """Write every output into ``output_dir``, all at once: files go to a staging folder first and are moved in
-    only when all of them were written, so an error never leaves a directory that looks complete, and outputs of
-    an earlier run that this one does not write are removed, so the folder never mixes two runs."""
+    """Write every output of a pair into ``output_dir``, all at once (:func:`write_folder`)."""
+    def write(staging: Path) -> None:
+        for attribute, filename in OUTPUT_FILES.items():
+            image = getattr(result, attribute)
+            if image is not None:
+                sitk.WriteImage(image, str(staging / filename), useCompression=True)
+        if write_extras is not None:
+            write_extras(staging)
+        write_report(result.report, staging)
+
+    known = set(OUTPUT_FILES.values()).union(EXTRA_FILES)
+    return write_folder(output_dir, write, lambda name: name in known)
+
+
+def write_report(report: dict, folder: Path) -> None:
+    (folder / "report.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+
+
+def write_folder(output_dir: str | os.PathLike, write: Callable[[Path], None],
+                 is_output: Callable[[str], bool]) -> Path:
+    """Run ``write`` into a staging folder and move its files in only when all of them were written, so an error
+    never leaves a directory that looks complete; files of an earlier run (``is_output`` of their name) that this
+    one does not write are removed, so the folder never mixes two runs."""
     output_dir = check_output_dir(output_dir)
     try:
         output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -66,17 +86,12 @@ def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
         raise InputError(f"output folder {output_dir}: cannot be created ({error.strerror})") from None
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        for attribute, filename in OUTPUT_FILES.items():
-            image = getattr(result, attribute)
-            if image is not None:
-                sitk.WriteImage(image, str(staging / filename), useCompression=True)
-        if write_extras is not None:
-            write_extras(staging)
-        (staging / "report.json").write_text(json.dumps(_json_safe(result.report), indent=2) + "\n")
+        write(staging)
         output_dir.mkdir(exist_ok=True)
         written = {path.name for path in staging.iterdir()}
-        for stale in set(OUTPUT_FILES.values()).union(EXTRA_FILES) - written:
-            (output_dir / stale).unlink(missing_ok=True)
+        for stale in output_dir.iterdir():
+            if stale.is_file() and is_output(stale.name) and stale.name not in written:
+                stale.unlink()
         for path in staging.iterdir():
             os.replace(path, output_dir / path.name)
     finally:
@@ -93,3 +108,31 @@ def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+SEQUENCE_FILES = ("labels.nii.gz", "volumes.csv", "volume_curve.png", "qa.png", "report.json")
+"""A sequence folder holds these and ``forward_phaseNN.nii.gz`` / ``inverse_phaseNN.nii.gz`` for every phase."""
+
+
+def write_sequence(result, cine, output_dir: str | os.PathLike,
+                   write_extras: Optional[Callable[[Path], None]] = None) -> Path:
+    """Every phase's forward and inverse fields, the propagated labels as one image in the input's layout (4-D,
+    or 2-D + time), volumes.csv, the extras (pictures) and report.json, all at once (:func:`write_folder`)."""
+    def write(staging: Path) -> None:
+        for t, (forward, backward) in enumerate(zip(result.forward, result.backward)):
+            sitk.WriteImage(forward, str(staging / f"forward_phase{t:02d}.nii.gz"), useCompression=True)
+            sitk.WriteImage(backward, str(staging / f"inverse_phase{t:02d}.nii.gz"), useCompression=True)
+        frames = result.labels if cine.time_axis_in_input == 3 else [image[:, :, 0] for image in result.labels]
+        step = cine.times_ms[1] - cine.times_ms[0]
+        sitk.WriteImage(sitk.JoinSeries(frames, cine.times_ms[0], step), str(staging / "labels.nii.gz"),
+                        useCompression=True)
+        rows = ["phase,time_ms,label,volume_ml"] + [
+            f"{t},{cine.times_ms[t]:g},{label},{volumes[t]:.3f}"
+            for label, volumes in result.volumes_ml.items() for t in range(len(volumes))]
+        (staging / "volumes.csv").write_text("\n".join(rows) + "\n")
+        if write_extras is not None:
+            write_extras(staging)
+        write_report(result.report, staging)
+
+    return write_folder(output_dir, write,
+                        lambda name: name in SEQUENCE_FILES or name.startswith(("forward_phase", "inverse_phase")))

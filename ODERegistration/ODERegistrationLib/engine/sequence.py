@@ -1,0 +1,242 @@
+"""A cine sequence: the labels drawn on one phase carried to every phase, with volumes and ejection fraction.
+
+Every phase is registered from the reference phase directly (the reference is the moving image, the phase the
+fixed one, so the reference labels are propagated onto each phase's grid). Each labelled slice of each phase is
+an independent 2-D problem, so all of them run as one batch in the engine's slice-by-slice layout, inside the
+region around the labels: one optimization for the whole sequence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .metrics import jacobian_determinant, label_scores
+from .parameters import RegistrationParameters
+from .progress import CancelCheck, ProgressCallback
+from .region import region_from_corners
+from .registration import RegistrationResult, register_images, resample
+from .validation import InputError, check_image, check_labels
+
+
+@dataclass
+class Cine:
+    """The phases of a sequence as 3-D volumes (a 2-D + time image gives one-slice volumes) and their times."""
+
+    phases: List[sitk.Image]
+    times_ms: List[float]
+    time_axis_in_input: int
+    """3 for a 4-D input, 2 for a 3-D one read as 2-D + time: outputs are written in the input's layout."""
+
+
+@dataclass
+class SequenceResult:
+    forward: List[sitk.Image]
+    """Per phase, the displacement field (LPS mm) that resamples the reference phase onto that phase."""
+    backward: List[sitk.Image]
+    """Per phase, the field that resamples the phase onto the reference phase."""
+    labels: List[sitk.Image]
+    """Per phase, the reference labels propagated onto it (the reference phase keeps its own)."""
+    volumes_ml: Dict[int, List[float]]
+    """Per label, its volume at every phase."""
+    report: Dict = field(default_factory=dict)
+
+
+def read_cine(image: sitk.Image, time_axis: bool, name: str) -> Cine:
+    """A 4-D image (x, y, slice, phase), or with ``time_axis`` a 3-D one (x, y, phase); every phase checked."""
+    cine = split_phases(image, time_axis, name)
+    for t, phase in enumerate(cine.phases):
+        check_image(phase, f"{name} phase {t}")
+    return cine
+
+
+def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
+    """The phases of a 4-D image, or of a 3-D one read as 2-D + time, as 3-D volumes (images or label maps)."""
+    dimension = image.GetDimension()
+    if dimension == 4:
+        phases = [image[:, :, :, t] for t in range(image.GetSize()[3])]
+    elif dimension == 3 and time_axis:
+        phases = [sitk.JoinSeries(image[:, :, t]) for t in range(image.GetSize()[2])]
+    elif dimension == 3:
+        raise InputError(f"{name}: is 3-D; give --time-axis to read its last axis as the phases of a 2-D cine, or "
+                         "a 4-D image (x, y, slice, phase)")
+    else:
+        raise InputError(f"{name}: a cine is a 4-D image (x, y, slice, phase) or, with --time-axis, a 3-D one; "
+                         f"this one is {dimension}-D")
+    if len(phases) < 2:
+        raise InputError(f"{name}: has a single phase; a sequence needs at least two")
+    axis = dimension - 1
+    return Cine(phases, [image.GetOrigin()[axis] + t * image.GetSpacing()[axis] for t in range(len(phases))], axis)
+
+
+def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name: str) -> sitk.Image:
+    """The labels on the reference phase's grid: a label map of one phase, or a sequence of them (then the
+    reference phase's)."""
+    if not 0 <= reference_phase < len(cine.phases):
+        raise InputError(f"reference phase {reference_phase}: out of range; the cine has phases 0 to "
+                         f"{len(cine.phases) - 1}")
+    reference = cine.phases[reference_phase]
+    if labels.GetDimension() == cine.time_axis_in_input + 1:
+        if labels.GetSize()[cine.time_axis_in_input] != len(cine.phases):
+            raise InputError(f"{name}: has {labels.GetSize()[cine.time_axis_in_input]} phases, the cine "
+                             f"{len(cine.phases)}")
+        labels = split_phases(labels, cine.time_axis_in_input == 2, name).phases[reference_phase]
+    elif cine.time_axis_in_input == 2 and labels.GetDimension() == 2:
+        labels = sitk.JoinSeries(labels)
+    array = check_labels(labels, reference, name, f"the cine's phase {reference_phase}")
+    if not array.any():
+        raise InputError(f"{name}: has no label on phase {reference_phase} (every voxel is 0)")
+    return labels
+
+
+def expert_phases(labels: sitk.Image, cine: Cine, name: str) -> List[sitk.Image]:
+    """A label sequence like the cine, one label map per phase on that phase's grid."""
+    phases = split_phases(labels, cine.time_axis_in_input == 2, name).phases
+    if len(phases) != len(cine.phases):
+        raise InputError(f"{name}: has {len(phases)} phases, the cine {len(cine.phases)}")
+    for t, (label_map, phase) in enumerate(zip(phases, cine.phases)):
+        check_labels(label_map, phase, f"{name} phase {t}", f"the cine's phase {t}")
+    return phases
+
+
+def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
+                      parameters: RegistrationParameters = RegistrationParameters(),
+                      progress: ProgressCallback = None, cancel: CancelCheck = None,
+                      names: Optional[Dict[str, str]] = None,
+                      expert_labels: Optional[List[sitk.Image]] = None,
+                      region_corners: Optional[Sequence[Sequence[float]]] = None) -> SequenceResult:
+    """Register the reference phase onto every other phase, all labelled slices of all phases in one batch.
+
+    ``expert_labels`` (one label map per phase, 0 where a frame was not contoured) adds Dice / HD95 on every
+    contoured frame and the expert's volumes to the report.
+    """
+    names = {"cine": "cine", "labels": "labels", **(names or {})}
+    reference = cine.phases[reference_phase]
+    label_array = sitk.GetArrayFromImage(labels)
+    slices = [k for k in range(label_array.shape[0]) if label_array[k].any()]
+    others = [t for t in range(len(cine.phases)) if t != reference_phase]
+    stack = lambda arrays: _stack_image(np.concatenate(arrays), reference)
+    fixed = stack([sitk.GetArrayFromImage(cine.phases[t])[slices] for t in others])
+    moving = stack([sitk.GetArrayFromImage(reference)[slices]] * len(others))
+    moving_labels = stack([label_array[slices]] * len(others))
+    if region_corners is not None:  # the box's in-plane extent, across every slice of the stack
+        box = region_from_corners(region_corners, reference, "--roi box")
+        size = fixed.GetSize()
+        region_corners = [fixed.TransformIndexToPhysicalPoint(corner) for corner in
+                          ((box.start[2], box.start[1], 0), (box.stop[2] - 1, box.stop[1] - 1, size[2] - 1))]
+    result = register_images(fixed, moving, parameters.replace(mode="slices"), moving_labels=moving_labels,
+                             progress=progress, cancel=cancel, region_corners=region_corners,
+                             names={"fixed": names["cine"], "moving": f"{names['cine']} phase {reference_phase}",
+                                    "moving_labels": names["labels"]})
+
+    per_phase = _split(result, len(others), slices, reference, label_array)
+    forward, backward, propagated, phase_reports = ([None] * len(cine.phases) for _ in range(4))
+    zero = np.zeros(label_array.shape + (3,))
+    forward[reference_phase] = backward[reference_phase] = _on_grid(zero, reference, vector=True)
+    propagated[reference_phase] = labels
+    phase_reports[reference_phase] = {"phase": reference_phase, "reference": True}
+    for t, (phase_forward, phase_backward, phase_labels, report) in zip(others, per_phase):
+        forward[t], backward[t], propagated[t] = phase_forward, phase_backward, phase_labels
+        phase_reports[t] = {"phase": t, **report}
+
+    values = [int(v) for v in np.unique(label_array) if v != 0]
+    voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
+    volumes = {v: [float((sitk.GetArrayViewFromImage(image) == v).sum() * voxel_ml) for image in propagated]
+               for v in values}
+    seconds = result.report["seconds"]
+    report = {
+        "phases": len(cine.phases), "reference_phase": reference_phase, "labelled_slices": slices,
+        "times_ms": cine.times_ms, "seconds": seconds, "seconds_per_phase": round(seconds / len(others), 3),
+        "batch": {key: result.report[key] for key in ("iterations", "device", "mode", "region", "similarity",
+                                                       "warnings")},
+        "folded_voxels": int(sum(r.get("folded_voxels", 0) for r in phase_reports)),
+        "per_phase": phase_reports,
+        "labels": {str(v): _cycle(volumes[v]) for v in values},
+        "parameters": parameters.as_dict(), "versions": result.report["versions"],
+    }
+    if expert_labels is not None:
+        report["expert"] = _against_experts(propagated, expert_labels, values, voxel_ml)
+    return SequenceResult(forward, backward, propagated, volumes, report)
+
+
+def _stack_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Slices of several phases as one stack on the reference's geometry (the slice positions are not physical,
+    which the slice-by-slice layout never uses)."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(reference.GetSpacing())
+    image.SetOrigin(reference.GetOrigin())
+    image.SetDirection(reference.GetDirection())
+    return image
+
+
+def _on_grid(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> sitk.Image:
+    image = sitk.GetImageFromArray(array, isVector=vector)
+    image.CopyInformation(reference)
+    return image
+
+
+def _split(result: RegistrationResult, phases: int, slices: Sequence[int], reference: sitk.Image,
+           label_array: np.ndarray):
+    """Per registered phase: forward, backward and labels on the phase grid (identity and no label on the slices
+    the reference labels do not reach), and its folding, min det J and mean round trip."""
+    arrays = [sitk.GetArrayFromImage(image) for image in (result.forward, result.backward, result.warped_labels)]
+    round_trip = np.linalg.norm(sitk.GetArrayFromImage(result.forward) + sitk.GetArrayFromImage(
+        resample(result.backward, result.forward, result.forward)), axis=-1)
+    determinant = jacobian_determinant(result.forward)
+    inverse_determinant = jacobian_determinant(result.backward)
+    count = len(slices)
+    for p in range(phases):
+        rows = slice(p * count, (p + 1) * count)
+        fields = []
+        for array in arrays[:2]:
+            full = np.zeros(label_array.shape + (3,))
+            full[slices] = array[rows]
+            fields.append(_on_grid(full, reference, vector=True))
+        labels = np.zeros_like(label_array)
+        labels[slices] = arrays[2][rows]
+        report = {"folded_voxels": int(np.count_nonzero(~(determinant[rows] > 0))),
+                  "min_jacobian": float(determinant[rows].min()),
+                  "inverse_folded_voxels": int(np.count_nonzero(~(inverse_determinant[rows] > 0))),
+                  "inverse_consistency_mm": float(round_trip[rows].mean())}
+        yield fields[0], fields[1], _on_grid(labels.astype(label_array.dtype), reference), report
+
+
+def _cycle(volumes: List[float]) -> Dict:
+    """End-diastole = the largest volume, end-systole = the smallest, and the ejection fraction between them."""
+    ed, es = int(np.argmax(volumes)), int(np.argmin(volumes))
+    ef = 100.0 * (volumes[ed] - volumes[es]) / volumes[ed] if volumes[ed] > 0 else float("nan")
+    return {"ed_phase": ed, "es_phase": es, "ed_ml": round(volumes[ed], 3), "es_ml": round(volumes[es], 3),
+            "ef_percent": round(ef, 2), "volumes_ml": [round(v, 3) for v in volumes]}
+
+
+def _against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], values: Sequence[int],
+                     voxel_ml: float) -> Dict:
+    """Dice / HD95 on every contoured frame (slice, phase); and on the slices contoured at two phases, the
+    expert's and the propagated cavity (label 1) volumes at each slice's larger (end-diastolic) and smaller
+    (end-systolic) contour, and the ejection fractions they give."""
+    frames = []
+    for t, (ours, theirs) in enumerate(zip(propagated, experts)):
+        expert = sitk.GetArrayViewFromImage(theirs)
+        for k in range(expert.shape[0]):
+            present = [v for v in values if (expert[k] == v).any()]
+            if present:
+                scores = label_scores(theirs[:, :, k], ours[:, :, k], present)
+                frames.append({"phase": t, "slice": k, **{str(v): vars(scores[v]) for v in present}})
+    areas = {}
+    for t, theirs in enumerate(experts):
+        expert = sitk.GetArrayViewFromImage(theirs)
+        for k in range(expert.shape[0]):
+            if (expert[k] == 1).any():
+                areas.setdefault(k, []).append((float((expert[k] == 1).sum() * voxel_ml), t))
+    paired = {k: sorted(found) for k, found in areas.items() if len(found) >= 2}
+    volume = lambda image, k: float((sitk.GetArrayViewFromImage(image)[k] == 1).sum() * voxel_ml)
+    expert_ed, expert_es = (sum(found[i][0] for found in paired.values()) for i in (-1, 0))
+    ours_ed, ours_es = (sum(volume(propagated[found[i][1]], k) for k, found in paired.items()) for i in (-1, 0))
+    ejection = lambda ed, es: round(100.0 * (ed - es) / ed, 2) if ed > 0 else None
+    return {"frames": frames, "slices": sorted(paired),
+            "expert": {"ed_ml": round(expert_ed, 3), "es_ml": round(expert_es, 3),
+                       "ef_percent": ejection(expert_ed, expert_es)},
+            "propagated": {"ed_ml": round(ours_ed, 3), "es_ml": round(ours_es, 3),
+                           "ef_percent": ejection(ours_ed, ours_es)}}

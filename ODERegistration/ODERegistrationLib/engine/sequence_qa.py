@@ -1,0 +1,68 @@
+"""Pictures of a cine sequence: the volume curve with end-diastole, end-systole and the ejection fraction, and a few
+phases with the propagated contours over the image."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import SimpleITK as sitk
+
+from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, _draw_contours
+
+
+def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
+    """Volume of every label over the cycle (ml against ms), ED and ES marked, EF in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
+    for label, volumes in result.volumes_ml.items():
+        cycle = result.report["labels"][str(label)]
+        line, = axis.plot(cine.times_ms, volumes, marker="o", markersize=3,
+                          label=f"label {label}: ED {cycle['ed_ml']:.1f} ml, ES {cycle['es_ml']:.1f} ml, "
+                                f"EF {cycle['ef_percent']:.1f} %")
+        for phase, name in ((cycle["ed_phase"], "ED"), (cycle["es_phase"], "ES")):
+            axis.annotate(name, (cine.times_ms[phase], volumes[phase]), textcoords="offset points", xytext=(0, 6),
+                          ha="center", color=line.get_color(), fontsize=8)
+    reference = result.report["reference_phase"]
+    axis.axvline(cine.times_ms[reference], color="grey", linestyle=":", linewidth=1,
+                 label=f"reference phase {reference} (the labels drawn)")
+    axis.set_xlabel("time in the cycle (ms)")
+    axis.set_ylabel(f"volume on the labelled slices (ml)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 4) -> None:
+    """The middle labelled slice at the reference phase, ED, ES and phases in between, each with the propagated
+    contours (the reference's contours in green on the reference phase)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = result.report
+    k = report["labelled_slices"][len(report["labelled_slices"]) // 2]
+    first = report["labels"][str(min(result.volumes_ml))]
+    chosen = sorted({report["reference_phase"], first["ed_phase"], first["es_phase"],
+                     *np.linspace(0, len(cine.phases) - 1, phases_shown).round().astype(int).tolist()})
+    figure, axes = plt.subplots(1, len(chosen), figsize=(3.2 * len(chosen), 3.6), layout="constrained")
+    for axis, t in zip(np.atleast_1d(axes), chosen):
+        image = sitk.GetArrayViewFromImage(cine.phases[t])[k]
+        low, high = np.percentile(image, [0.5, 99.5])
+        axis.imshow(image, cmap="gray", vmin=low, vmax=high,
+                    aspect=cine.phases[t].GetSpacing()[1] / cine.phases[t].GetSpacing()[0])
+        colour = FIXED_CONTOUR if t == report["reference_phase"] else PROPAGATED_CONTOUR
+        _draw_contours(axis, sitk.GetArrayViewFromImage(result.labels[t])[k], colour, "solid")
+        names = [name for phase, name in ((report["reference_phase"], "reference"), (first["ed_phase"], "ED"),
+                                          (first["es_phase"], "ES")) if phase == t]
+        axis.set_title(f"phase {t} ({cine.times_ms[t]:g} ms){', ' + ', '.join(names) if names else ''}", fontsize=9)
+        axis.set_axis_off()
+    figure.suptitle(f"slice {k}: contours drawn on phase {report['reference_phase']} (green) carried to every phase "
+                    "(magenta)", fontsize=10)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

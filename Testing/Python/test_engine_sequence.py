@@ -1,0 +1,132 @@
+"""``oderegistration sequence`` on a small piece of the real Sunnybrook cine: every output is written in the
+input's layout, the fields alone reproduce the propagated labels, volumes and EF follow from the labels, and bad
+inputs give one line, exit 2 and nothing written."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ODERegistrationLib.cli.main import main
+from ODERegistrationLib.engine.registration import warp_labels
+
+from conftest import DATA
+
+CINE = DATA / "sunnybrook" / "cine"
+PHASES = (7, 12, 18)  # ES, mid-diastole, ED (the reference)
+SLICES = (4, 5)
+
+
+def piece(image: sitk.Image) -> sitk.Image:
+    """Two mid-ventricular slices at three phases, at half resolution: a 4-D image of 128 x 128 x 2 x 3."""
+    volumes = [sitk.Shrink(image[:, :, SLICES[0]:SLICES[-1] + 1, t], [2, 2, 1]) for t in PHASES]
+    return sitk.JoinSeries(volumes, 0.0, 40.0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    if not CINE.is_dir():
+        pytest.skip("no development cine")
+    folder = tmp_path_factory.mktemp("cine")
+    paths = {}
+    for key, name in (("cine", "SCD0000101_cine.nii.gz"), ("labels", "SCD0000101_cine_labels.nii.gz")):
+        paths[key] = folder / f"{key}.nii.gz"
+        sitk.WriteImage(piece(sitk.ReadImage(str(CINE / name))), str(paths[key]))
+    return paths
+
+
+def sequence(files, output, *extra):
+    return main(["sequence", "--cine", str(files["cine"]), "--labels", str(files["labels"]), "--reference-phase",
+                 "2", "--output-dir", str(output), "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def run(files, tmp_path_factory):
+    output = tmp_path_factory.mktemp("sequence") / "out"
+    code = sequence(files, output, "--expert-labels", str(files["labels"]), "--iterations", "40")
+    return code, output
+
+
+def test_writes_every_output_in_the_input_layout(files, run):
+    code, output = run
+    assert code == 0
+    assert {path.name for path in output.iterdir()} == {
+        *(f"{kind}_phase{t:02d}.nii.gz" for kind in ("forward", "inverse") for t in range(3)),
+        "labels.nii.gz", "volumes.csv", "volume_curve.png", "qa.png", "report.json"}
+    cine, labels = sitk.ReadImage(str(files["cine"])), sitk.ReadImage(str(output / "labels.nii.gz"))
+    assert labels.GetSize() == cine.GetSize() and np.allclose(labels.GetSpacing(), cine.GetSpacing())
+    assert np.allclose(labels.GetOrigin(), cine.GetOrigin(), atol=1e-3)
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(files["labels"])))[2]
+    assert np.array_equal(sitk.GetArrayFromImage(labels)[2], reference)  # the reference phase keeps its labels
+
+
+def test_each_phase_field_alone_reproduces_its_propagated_labels(files, run):
+    _, output = run
+    labels = sitk.ReadImage(str(output / "labels.nii.gz"))
+    reference_labels = sitk.ReadImage(str(files["labels"]))[:, :, :, 2]
+    for t in (0, 1):
+        field = sitk.ReadImage(str(output / f"forward_phase{t:02d}.nii.gz"), sitk.sitkVectorFloat64)
+        phase_grid = sitk.ReadImage(str(files["cine"]))[:, :, :, t]
+        field.CopyInformation(phase_grid)
+        again = warp_labels(reference_labels, phase_grid, field)
+        assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(labels[:, :, :, t]))
+
+
+def test_volumes_and_ejection_fraction_follow_from_the_labels(files, run):
+    _, output = run
+    report = json.loads((output / "report.json").read_text())
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(output / "labels.nii.gz")))
+    cine = sitk.ReadImage(str(files["cine"]))
+    voxel_ml = np.prod(cine.GetSpacing()[:3]) / 1000.0
+    rows = list(csv.DictReader((output / "volumes.csv").open()))
+    assert len(rows) == 3 * 2  # phases x labels (cavity, myocardium)
+    for row in rows:
+        expected = (labels[int(row["phase"])] == int(row["label"])).sum() * voxel_ml
+        assert float(row["volume_ml"]) == pytest.approx(expected, abs=1e-3)
+    cavity = report["labels"]["1"]
+    ed, es = cavity["ed_ml"], cavity["es_ml"]
+    assert cavity["ef_percent"] == pytest.approx(100 * (ed - es) / ed, abs=0.01)
+    assert cavity["es_phase"] == 0 and cavity["ed_phase"] == 2  # the ES phase is the smallest cavity
+    assert report["folded_voxels"] == 0 and all(p.get("inverse_folded_voxels", 0) == 0 for p in report["per_phase"])
+    frames = report["expert"]["frames"]
+    assert {(f["phase"], f["slice"]) for f in frames} == {(0, 0), (0, 1), (2, 0), (2, 1)}
+    before = [f for f in frames if f["phase"] == 0]
+    assert all(f["1"]["dice"] > 0.8 for f in before)
+    assert report["expert"]["expert"]["ef_percent"] > 0
+
+
+@pytest.mark.parametrize("case, message", [
+    ("3-D without --time-axis", "give --time-axis"),
+    ("reference phase out of range", "out of range"),
+    ("labels on another grid", "differs from the grid"),
+    ("empty labels", "no label on phase"),
+    ("one phase", "single phase"),
+])
+def test_bad_sequence_inputs_give_one_line_and_write_nothing(files, tmp_path, capsys, case, message):
+    cine, labels = sitk.ReadImage(str(files["cine"])), sitk.ReadImage(str(files["labels"]))
+    arguments = {"cine": files["cine"], "labels": files["labels"]}
+    reference = "2"
+    if case == "3-D without --time-axis":
+        arguments["cine"] = tmp_path / "cine3d.nii.gz"
+        sitk.WriteImage(cine[:, :, 0, :], str(arguments["cine"]))
+    elif case == "reference phase out of range":
+        reference = "3"
+    elif case == "labels on another grid":
+        arguments["labels"] = tmp_path / "small.nii.gz"
+        sitk.WriteImage(sitk.Shrink(labels[:, :, :, 2], [2, 2, 1]), str(arguments["labels"]))
+    elif case == "empty labels":
+        arguments["labels"] = tmp_path / "empty.nii.gz"
+        empty = sitk.Image(labels.GetSize(), labels.GetPixelID())
+        empty.CopyInformation(labels)
+        sitk.WriteImage(empty, str(arguments["labels"]))
+    else:  # a 2-D + time image of one phase (a 4-D file of one phase reads as 3-D, the first case)
+        arguments["cine"] = tmp_path / "one.nii.gz"
+        sitk.WriteImage(cine[:, :, 0, 0:1], str(arguments["cine"]))
+        reference = "0"
+    extra = ["--time-axis"] if case == "one phase" else []
+    code = main(["sequence", "--cine", str(arguments["cine"]), "--labels", str(arguments["labels"]),
+                 "--reference-phase", reference, "--output-dir", str(tmp_path / "out"), "--quiet", *extra])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.count("\n") == 0 and message in error, error
+    assert not (tmp_path / "out").exists()

@@ -40,16 +40,16 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     axes[0, 0].set_title("fixed" + (": labels (green) and propagated (magenta, dashed)"
                                     if result.warped_labels is not None else ""), fontsize=9)
     if fixed_labels is not None:
-        _draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), dim),
+        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), dim),
                        FIXED_CONTOUR, "solid")
     if result.warped_labels is not None:
-        _draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(result.warped_labels), dim),
+        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(result.warped_labels), dim),
                        PROPAGATED_CONTOUR, "dashed")
     _draw_scale_bar(axes[0, 0], fixed_slice.shape, fixed.GetSpacing()[0])
     axes[0, 1].imshow(moving_slice, **grey)
     axes[0, 1].set_title("moving (unregistered)" + (": its labels" if moving_labels is not None else ""), fontsize=9)
     if moving_labels is not None:
-        _draw_contours(axes[0, 1], _middle_slice(sitk.GetArrayFromImage(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), dim),
+        draw_contours(axes[0, 1], _middle_slice(sitk.GetArrayFromImage(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), dim),
                        PROPAGATED_CONTOUR, "solid")
     axes[0, 2].imshow(warped_slice, **grey)
     axes[0, 2].set_title("warped moving", fontsize=9)
@@ -111,7 +111,7 @@ def _checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
     return np.where(((rows // size) + (columns // size)) % 2 == 0, a, b)
 
 
-def _draw_contours(axis, labels: np.ndarray, colour: str, style: str) -> None:
+def draw_contours(axis, labels: np.ndarray, colour: str, style: str) -> None:
     for value in np.unique(labels):
         if value != 0:
             axis.contour(labels == value, levels=[0.5], colors=colour, linestyles=style, linewidths=1.0)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, _draw_contours
+from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, draw_contours
 
 
 def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
@@ -30,7 +30,7 @@ def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
     axis.axvline(cine.times_ms[reference], color="grey", linestyle=":", linewidth=1,
                  label=f"reference phase {reference} (the labels drawn)")
     axis.set_xlabel("time in the cycle (ms)")
-    axis.set_ylabel(f"volume on the labelled slices (ml)")
+    axis.set_ylabel("volume on the labelled slices (ml)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.savefig(path, dpi=90)
@@ -57,7 +57,7 @@ def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 
         axis.imshow(image, cmap="gray", vmin=low, vmax=high,
                     aspect=cine.phases[t].GetSpacing()[1] / cine.phases[t].GetSpacing()[0])
         colour = FIXED_CONTOUR if t == report["reference_phase"] else PROPAGATED_CONTOUR
-        _draw_contours(axis, sitk.GetArrayViewFromImage(result.labels[t])[k], colour, "solid")
+        draw_contours(axis, sitk.GetArrayViewFromImage(result.labels[t])[k], colour, "solid")
         names = [name for phase, name in ((report["reference_phase"], "reference"), (first["ed_phase"], "ED"),
                                           (first["es_phase"], "ES")) if phase == t]
         axis.set_title(f"phase {t} ({cine.times_ms[t]:g} ms){', ' + ', '.join(names) if names else ''}", fontsize=9)

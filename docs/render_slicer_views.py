@@ -13,27 +13,20 @@ import slicer
 
 from ODERegistrationLib.engine import RegistrationParameters
 from ODERegistrationLib.logic import RegistrationLogic, RegistrationRequest
-from ODERegistrationLib.logic.geometry import fill_volume
-from ODERegistrationLib.logic.headless import as_slicer_modules, headless_scene
+from ODERegistrationLib.logic.headless import add_volume, as_slicer_modules, headless_scene
 from ODERegistrationLib.logic.slice_view import OffscreenSliceView, render_qa_views, save_png, show_segmentation
 from ODERegistrationLib.sample_data import sample_pair
 
 OUTPUT = Path(__file__).resolve().parent / "images" / "slicer_views.png"
 
 
-def add_volume(scene, path, name, class_name="vtkMRMLScalarVolumeNode"):
-    node = scene.AddNewNodeByClass(class_name, name)
-    fill_volume(node, sitk.JoinSeries(sitk.ReadImage(str(path))))
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
 def main() -> None:
     headless = headless_scene()
     slicer.mrmlScene, slicer.modules = headless.scene, as_slicer_modules(headless)
     files = sample_pair()
-    fixed, moving = add_volume(headless.scene, files["fixed"], "ES"), add_volume(headless.scene, files["moving"], "ED")
-    labels = add_volume(headless.scene, files["moving_labels"], "ED labels", "vtkMRMLLabelMapVolumeNode")
+    read = lambda key: sitk.ReadImage(str(files[key]))
+    fixed, moving = add_volume(headless.scene, read("fixed"), "ES"), add_volume(headless.scene, read("moving"), "ED")
+    labels = add_volume(headless.scene, read("moving_labels"), "ED labels", "vtkMRMLLabelMapVolumeNode")
     segmentation = headless.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "ED LV blood pool")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(moving)
     slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labels, segmentation)

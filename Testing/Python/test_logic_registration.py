@@ -10,24 +10,13 @@ import vtk  # noqa: E402
 from ODERegistrationLib.engine import InputError, RegistrationParameters  # noqa: E402
 from ODERegistrationLib.engine.metrics import label_scores  # noqa: E402
 from ODERegistrationLib.logic import RegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
-from ODERegistrationLib.logic.geometry import fill_volume, image_from_volume  # noqa: E402
+from ODERegistrationLib.logic.geometry import image_from_volume  # noqa: E402
+from ODERegistrationLib.logic.headless import add_volume  # noqa: E402
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
 from conftest import load_pair, shrink_pair  # noqa: E402
 
 SEGMENT_NAMES = {1: "RV cavity", 2: "LV myocardium", 3: "LV cavity"}
-
-
-def as_3d(image: sitk.Image) -> sitk.Image:
-    """Slicer volumes are 3-D: a 2-D image becomes a one-slice volume."""
-    return image if image.GetDimension() == 3 else sitk.JoinSeries(image)
-
-
-def add_volume(scene, image, name, class_name="vtkMRMLScalarVolumeNode"):
-    node = scene.AddNewNodeByClass(class_name, name)
-    fill_volume(node, as_3d(image))
-    node.CreateDefaultDisplayNodes()
-    return node
 
 
 def add_segmentation(scene, labels, reference, name):

@@ -14,7 +14,8 @@ from ODERegistrationLib.logic.grid_transform import fill_grid_transform  # noqa:
 from ODERegistrationLib.logic.slice_view import (OffscreenSliceView, render_qa_views, show_grid,  # noqa: E402
                                                  show_segmentation)
 
-from test_logic_registration import add_segmentation, add_volume  # noqa: E402
+from ODERegistrationLib.logic.headless import add_volume  # noqa: E402
+from test_logic_registration import add_segmentation  # noqa: E402
 from conftest import load_pair, shrink_pair  # noqa: E402
 
 

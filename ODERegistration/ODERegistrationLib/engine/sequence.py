@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .metrics import jacobian_determinant, label_scores
+from .metrics import folding, jacobian_determinant, label_scores
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, ProgressCallback
 from .region import region_from_corners
@@ -182,9 +182,9 @@ def _split(result: RegistrationResult, phases: int, slices: Sequence[int], refer
     """Per registered phase: forward, backward and labels on the phase grid (identity and no label on the slices
     the reference labels do not reach), and its folding, min det J and mean round trip."""
     arrays = [sitk.GetArrayFromImage(image) for image in (result.forward, result.backward, result.warped_labels)]
-    round_trip = np.linalg.norm(sitk.GetArrayFromImage(result.forward) + sitk.GetArrayFromImage(
+    round_trip = np.linalg.norm(arrays[0] + sitk.GetArrayFromImage(
         resample(result.backward, result.forward, result.forward)), axis=-1)
-    determinant = jacobian_determinant(result.forward)
+    determinant = sitk.GetArrayFromImage(result.jacobian)  # the forward's, computed by register_images
     inverse_determinant = jacobian_determinant(result.backward)
     count = len(slices)
     for p in range(phases):
@@ -196,9 +196,9 @@ def _split(result: RegistrationResult, phases: int, slices: Sequence[int], refer
             fields.append(_on_grid(full, reference, vector=True))
         labels = np.zeros_like(label_array)
         labels[slices] = arrays[2][rows]
-        report = {"folded_voxels": int(np.count_nonzero(~(determinant[rows] > 0))),
-                  "min_jacobian": float(determinant[rows].min()),
-                  "inverse_folded_voxels": int(np.count_nonzero(~(inverse_determinant[rows] > 0))),
+        forward_folds, inverse_folds = folding(determinant[rows]), folding(inverse_determinant[rows])
+        report = {"folded_voxels": forward_folds.folded_voxels, "min_jacobian": forward_folds.min_jacobian,
+                  "inverse_folded_voxels": inverse_folds.folded_voxels,
                   "inverse_consistency_mm": float(round_trip[rows].mean())}
         yield fields[0], fields[1], _on_grid(labels.astype(label_array.dtype), reference), report
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import types
 
+import SimpleITK as sitk
 import slicer
+
+from .geometry import fill_volume
 
 
 def headless_scene() -> types.SimpleNamespace:
@@ -33,3 +36,11 @@ def as_slicer_modules(headless: types.SimpleNamespace) -> types.SimpleNamespace:
     """What ``slicer.modules`` holds for slicer.util's helpers (``slicer.modules.<name>.logic()``)."""
     return types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda logic=logic: logic))
                                     for name, logic in vars(headless.logics).items()})
+
+
+def add_volume(scene, image: sitk.Image, name: str, class_name: str = "vtkMRMLScalarVolumeNode"):
+    """A volume node holding ``image`` (a 2-D image becomes a one-slice volume, as Slicer holds it)."""
+    node = scene.AddNewNodeByClass(class_name, name)
+    fill_volume(node, image if image.GetDimension() == 3 else sitk.JoinSeries(image))
+    node.CreateDefaultDisplayNodes()
+    return node

@@ -21,10 +21,10 @@ def test_paper_preset_is_the_published_configuration():
 
 def test_the_shipped_preset_files_are_the_dataclass_defaults_and_paper_values():
     """Presets are data (Resources/Presets); the values they hold are defined once, in the dataclass."""
-    assert set(preset_files()) >= {"fast", "paper"}
+    assert set(preset_files()) >= {"fast", "paper", "sequence"}
     assert load_preset("fast") == RegistrationParameters()
     assert load_preset("paper").as_dict() == paper_values()
-    for name in ("fast", "paper"):  # every parameter listed: a preset keeps its meaning when defaults change
+    for name in ("fast", "paper", "sequence"):  # every parameter listed: a preset keeps its meaning when defaults change
         assert set(json.loads(preset_files()[name].read_text())["parameters"]) == set(specs())
 
 
@@ -131,3 +131,17 @@ def test_the_docs_parameter_table_is_the_one_generated_from_the_dataclass():
     from conftest import REPOSITORY
 
     assert (REPOSITORY / "docs" / "parameters.md").read_text() == markdown_table()
+
+
+def test_the_sequence_command_starts_from_the_sequence_preset(capsys):
+    """A cine is hundreds of slice problems in one batch: its command starts from its own preset (and says so in
+    its help), while register keeps the fast one."""
+    sequence = ["sequence", "--cine", "c.nii.gz", "--labels", "l.nii.gz", "--reference-phase", "0", "--output-dir", "o"]
+    assert parameters_from_arguments(build_parser().parse_args(sequence)) == load_preset("sequence")
+    assert parameters_from_arguments(build_parser().parse_args(sequence + ["--preset", "fast"])) == load_preset("fast")
+    assert parameters_from_arguments(build_parser().parse_args(["demo"])) == load_preset("fast")
+    assert load_preset("sequence") != load_preset("fast")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["sequence", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {load_preset('sequence').iterations};" in help_text

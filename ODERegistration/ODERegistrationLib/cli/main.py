@@ -15,7 +15,7 @@ from ..engine import (DeviceError, InputError, RegistrationCancelled, Registrati
 from ..engine.io import check_output_dir, read_image, write_result, write_sequence
 from ..engine.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
-from ..engine.presets import DEFAULT_PRESET, load_preset, preset_files
+from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
 from ..engine.qa import save_qa_figure
 from ..engine.region import box_corners
 from ..engine.sequence import expert_phases, read_cine, reference_labels, register_sequence
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "Dice / HD95 on every contoured frame and the expert's EF")
     sequence.add_argument("--output-dir", required=True, help="folder for the outputs")
     add_region_option(sequence)
-    add_parameter_options(sequence)
+    add_parameter_options(sequence, SEQUENCE_PRESET)
     sequence.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
     demo = commands.add_parser("demo", help="register the built-in Sunnybrook sample pair")
     demo.set_defaults(usage=demo)
@@ -74,19 +74,20 @@ def add_region_option(parser: argparse.ArgumentParser) -> None:
                                                               "corners in physical LPS mm"))
 
 
-def add_parameter_options(parser: argparse.ArgumentParser) -> None:
+def add_parameter_options(parser: argparse.ArgumentParser, default_preset: str = DEFAULT_PRESET) -> None:
     """One option per engine parameter (from its Spec); each overrides the preset's value when given."""
     base = parser.add_mutually_exclusive_group()
-    base.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME|FILE",
+    base.add_argument("--preset", default=default_preset, metavar="NAME|FILE",
                       help=f"values to start from: {', '.join(preset_files())} (Resources/Presets) or a preset "
-                           f"file (default: {DEFAULT_PRESET})")
+                           f"file (default: {default_preset})")
     base.add_argument("--parameters", metavar="REPORT",
                       help="start from exactly the parameters of an earlier run's report.json")
+    start = load_preset(default_preset).as_dict()
     for name, spec in specs().items():
         if name == "region":
             continue  # --roi, which also takes a box
         kind = {"choices": spec.choices} if spec.choices else {"type": field_type(name), "metavar": "N"}
-        parser.add_argument(option_flag(name), dest=name, **kind, help=_help(spec, defaults()[name]))
+        parser.add_argument(option_flag(name), dest=name, **kind, help=_help(spec, start[name]))
 
 
 def _help(spec, default, more: str = "") -> str:

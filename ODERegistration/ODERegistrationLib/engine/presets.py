@@ -15,6 +15,8 @@ from .parameters import RegistrationParameters
 SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "Resources" / "Presets"
 """ODERegistration/Resources/Presets in the source tree and in Slicer's installed module alike."""
 DEFAULT_PRESET = "fast"
+SEQUENCE_PRESET = "sequence"
+"""What a cine sequence starts from: hundreds of slice problems in one batch, measured in docs/benchmarks.md."""
 
 
 def preset_files(folders: Iterable[Path] = ()) -> Dict[str, Path]:

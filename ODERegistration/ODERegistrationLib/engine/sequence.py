@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from .metrics import folding, jacobian_determinant, label_scores
 from .parameters import RegistrationParameters
-from .progress import CancelCheck, ProgressCallback
+from .progress import CancelCheck, ProgressCallback, RegistrationCancelled
 from .region import region_from_corners
 from .registration import RegistrationResult, register_images, resample
 from .validation import InputError, check_image, check_labels
@@ -46,9 +46,23 @@ class SequenceResult:
 
 def read_cine(image: sitk.Image, time_axis: bool, name: str) -> Cine:
     """A 4-D image (x, y, slice, phase), or with ``time_axis`` a 3-D one (x, y, phase); every phase checked."""
-    cine = split_phases(image, time_axis, name)
+    return check_cine(split_phases(image, time_axis, name), name)
+
+
+def check_cine(cine: Cine, name: str) -> Cine:
+    """At least two phases, each a usable image on the first phase's grid (a Slicer sequence's frames may differ)."""
+    if len(cine.phases) < 2:
+        raise InputError(f"{name}: has a single phase; a sequence needs at least two")
+    first = cine.phases[0]
     for t, phase in enumerate(cine.phases):
         check_image(phase, f"{name} phase {t}")
+        same_grid = (phase.GetSize() == first.GetSize() and
+                     np.allclose(phase.GetSpacing(), first.GetSpacing(), atol=1e-4) and
+                     np.allclose(phase.GetOrigin(), first.GetOrigin(), atol=1e-3) and
+                     np.allclose(phase.GetDirection(), first.GetDirection(), atol=1e-5))
+        if not same_grid:
+            raise InputError(f"{name} phase {t}: lies on another grid than phase 0 (size, spacing, origin or "
+                             "direction); the phases of a cine share one grid")
     return cine
 
 
@@ -65,8 +79,6 @@ def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
     else:
         raise InputError(f"{name}: a cine is a 4-D image (x, y, slice, phase) or, with --time-axis, a 3-D one; "
                          f"this one is {dimension}-D")
-    if len(phases) < 2:
-        raise InputError(f"{name}: has a single phase; a sequence needs at least two")
     axis = dimension - 1
     return Cine(phases, [image.GetOrigin()[axis] + t * image.GetSpacing()[axis] for t in range(len(phases))], axis)
 
@@ -131,7 +143,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
                              names={"fixed": names["cine"], "moving": f"{names['cine']} phase {reference_phase}",
                                     "moving_labels": names["labels"]})
 
-    per_phase = _split(result, len(others), slices, reference, label_array)
+    per_phase = _split(result, len(others), slices, reference, label_array, cancel)
     forward, backward, propagated, phase_reports = ([None] * len(cine.phases) for _ in range(4))
     zero = np.zeros(label_array.shape + (3,))
     forward[reference_phase] = backward[reference_phase] = _on_grid(zero, reference, vector=True)
@@ -178,9 +190,10 @@ def _on_grid(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> 
 
 
 def _split(result: RegistrationResult, phases: int, slices: Sequence[int], reference: sitk.Image,
-           label_array: np.ndarray):
+           label_array: np.ndarray, cancel: CancelCheck = None):
     """Per registered phase: forward, backward and labels on the phase grid (identity and no label on the slices
-    the reference labels do not reach), and its folding, min det J and mean round trip."""
+    the reference labels do not reach), and its folding, min det J and mean round trip; ``cancel`` is checked
+    before each phase."""
     arrays = [sitk.GetArrayFromImage(image) for image in (result.forward, result.backward, result.warped_labels)]
     round_trip = np.linalg.norm(arrays[0] + sitk.GetArrayFromImage(
         resample(result.backward, result.forward, result.forward)), axis=-1)
@@ -188,6 +201,8 @@ def _split(result: RegistrationResult, phases: int, slices: Sequence[int], refer
     inverse_determinant = jacobian_determinant(result.backward)
     count = len(slices)
     for p in range(phases):
+        if cancel is not None and cancel():
+            raise RegistrationCancelled(f"cancelled while splitting the phases ({p} of {phases} done)")
         rows = slice(p * count, (p + 1) * count)
         fields = []
         for array in arrays[:2]:
@@ -236,6 +251,8 @@ def _against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], va
     ours_ed, ours_es = (sum(volume(propagated[found[i][1]], k) for k, found in paired.items()) for i in (-1, 0))
     ejection = lambda ed, es: round(100.0 * (ed - es) / ed, 2) if ed > 0 else None
     return {"frames": frames, "slices": sorted(paired),
+            "ed_phase_per_slice": {str(k): found[-1][1] for k, found in sorted(paired.items())},
+            "es_phase_per_slice": {str(k): found[0][1] for k, found in sorted(paired.items())},
             "expert": {"ed_ml": round(expert_ed, 3), "es_ml": round(expert_es, 3),
                        "ef_percent": ejection(expert_ed, expert_es)},
             "propagated": {"ed_ml": round(ours_ed, 3), "es_ml": round(ours_es, 3),

@@ -1,44 +1,31 @@
-"""Run the engine off the GUI thread: inputs are plain SimpleITK images, progress goes through a queue.
+"""Run an engine call off the GUI thread: its inputs are plain SimpleITK images, progress goes through a queue.
 
-The worker never touches MRML, VTK or Qt objects; the main thread polls :meth:`RegistrationJob.poll` from a timer
-and builds nodes only after the job succeeded.
+The worker never touches MRML, VTK or Qt objects; the main thread polls :meth:`EngineJob.poll` from a timer and
+builds nodes only after the job succeeded.
 """
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
-import SimpleITK as sitk
 import torch
 
-from ..engine import Progress, RegistrationCancelled, RegistrationParameters, RegistrationResult, register_images
+from ..engine import Progress, RegistrationCancelled
+from ..engine.progress import CancelCheck, ProgressCallback
+
+EngineTask = Callable[[ProgressCallback, CancelCheck], Any]
+"""An engine call (a pair registration, a sequence) given its progress callback and its cancel check."""
 
 
-@dataclass
-class EngineInputs:
-    """A snapshot of everything the engine needs, taken on the main thread."""
+class EngineJob:
+    """One engine call in a daemon thread, with cancel and a progress queue."""
 
-    fixed: sitk.Image
-    moving: sitk.Image
-    parameters: RegistrationParameters
-    moving_labels: Optional[sitk.Image] = None
-    fixed_labels: Optional[sitk.Image] = None
-    fixed_mask: Optional[sitk.Image] = None
-    moving_mask: Optional[sitk.Image] = None
-    region_corners: Optional[List[List[float]]] = None
-    """Physical LPS points whose box on the fixed grid is the region (an ROI node's corners)."""
-    names: dict = field(default_factory=dict)
-
-
-class RegistrationJob:
-    """One registration in a daemon thread, with cancel and a progress queue."""
-
-    def __init__(self, inputs: EngineInputs) -> None:
-        self.inputs = inputs
-        self.result: Optional[RegistrationResult] = None
+    def __init__(self, task: EngineTask, device: str = "auto") -> None:
+        self.task = task
+        self.device = device
+        self.result: Any = None
         self.error: Optional[BaseException] = None
         self.cancelled = False
         self._cancel = threading.Event()
@@ -52,7 +39,7 @@ class RegistrationJob:
 
     def _run_leaving_a_core(self) -> None:
         threads = torch.get_num_threads()
-        if self.inputs.parameters.device in ("auto", "cpu"):
+        if self.device in ("auto", "cpu"):
             torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
         try:
             self.run()
@@ -62,12 +49,10 @@ class RegistrationJob:
     def run(self) -> None:
         """Run in the calling thread; errors are kept in ``error`` rather than raised."""
         try:
-            self.result = register_images(self.inputs.fixed, self.inputs.moving, self.inputs.parameters,
-                                          moving_labels=self.inputs.moving_labels,
-                                          fixed_labels=self.inputs.fixed_labels, progress=self._progress.put,
-                                          cancel=self._cancel.is_set, names=self.inputs.names,
-                                          fixed_mask=self.inputs.fixed_mask, moving_mask=self.inputs.moving_mask,
-                                          region_corners=self.inputs.region_corners)
+            result = self.task(self._progress.put, self._cancel.is_set)
+            if self._cancel.is_set():  # cancelled after the last check (writing the outputs): still cancelled
+                raise RegistrationCancelled("cancelled while the outputs were being made")
+            self.result = result
         except RegistrationCancelled:
             self.cancelled = True
         except Exception as error:  # reported to the user by the main thread, never lost

@@ -5,14 +5,15 @@ of the slicer-core wheel and in batch scripts, like the logic of Slicer's script
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
+import SimpleITK as sitk
 import slicer
 
-from ..engine import InputError, RegistrationParameters
+from ..engine import InputError, RegistrationParameters, register_images
 from .geometry import image_from_volume, roi_corners_lps
-from .job import EngineInputs, RegistrationJob
+from .job import EngineJob, EngineTask
 from .output_nodes import OutputRequest, RegistrationOutputs, build_outputs
 from .segmentations import labels_from_segmentation, segment_names
 
@@ -34,6 +35,28 @@ class RegistrationRequest:
     """Segmentation on the fixed volume: the similarity counts only voxels inside one of its segments."""
     moving_mask: Optional[object] = None
     """Likewise on the moving volume."""
+
+
+@dataclass
+class EngineInputs:
+    """A snapshot of everything the engine needs, taken on the main thread."""
+
+    fixed: sitk.Image
+    moving: sitk.Image
+    parameters: RegistrationParameters
+    moving_labels: Optional[sitk.Image] = None
+    fixed_labels: Optional[sitk.Image] = None
+    fixed_mask: Optional[sitk.Image] = None
+    moving_mask: Optional[sitk.Image] = None
+    region_corners: Optional[List[List[float]]] = None
+    """Physical LPS points whose box on the fixed grid is the region (an ROI node's corners)."""
+    names: dict = field(default_factory=dict)
+
+    def task(self) -> EngineTask:
+        return lambda progress, cancel: register_images(
+            self.fixed, self.moving, self.parameters, moving_labels=self.moving_labels,
+            fixed_labels=self.fixed_labels, progress=progress, cancel=cancel, names=self.names,
+            fixed_mask=self.fixed_mask, moving_mask=self.moving_mask, region_corners=self.region_corners)
 
 
 class RegistrationLogic:
@@ -68,9 +91,13 @@ class RegistrationLogic:
 
     def start(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> "RegistrationRun":
         """Start a background job; poll ``run.job``, then call :meth:`finish` on the main thread."""
-        run = RegistrationRun(RegistrationJob(self.prepare(request)), request, outputs)
+        run = RegistrationRun(self._job(request), request, outputs)
         run.job.start()
         return run
+
+    def _job(self, request: RegistrationRequest) -> EngineJob:
+        inputs = self.prepare(request)
+        return EngineJob(inputs.task(), inputs.parameters.device)
 
     def finish(self, run: "RegistrationRun") -> Optional[RegistrationOutputs]:
         """Build the output nodes of a finished run; None when it was cancelled (the scene stays untouched)."""
@@ -84,7 +111,7 @@ class RegistrationLogic:
 
     def run(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> RegistrationOutputs:
         """Blocking run, for scripts and tests."""
-        run = RegistrationRun(RegistrationJob(self.prepare(request)), request, outputs)
+        run = RegistrationRun(self._job(request), request, outputs)
         run.job.run()
         return self.finish(run)
 
@@ -94,6 +121,6 @@ class RegistrationRun:
     """A started job with everything needed to finish it, fixed when it started: the panel that started it may
     have been left, or its choices changed, by the time the job ends."""
 
-    job: RegistrationJob
+    job: EngineJob
     request: RegistrationRequest
     outputs: OutputRequest

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -45,6 +46,28 @@ def small_2d_pair(data_dir) -> dict:
     return shrink_pair(load_pair(data_dir, "acdc", "acdc_patient067_2d_mid"), 2)
 
 
+CINE = DATA / "sunnybrook" / "cine"
+CINE_PHASES = (7, 12, 18)  # ES, mid-diastole, ED (the reference, item 2)
+CINE_SLICES = (4, 5)
+
+
+def cine_piece(image: sitk.Image) -> sitk.Image:
+    """Two mid-ventricular slices of the development cine at three phases, at half resolution: 128 x 128 x 2 x 3."""
+    volumes = [sitk.Shrink(image[:, :, CINE_SLICES[0]:CINE_SLICES[-1] + 1, t], [2, 2, 1]) for t in CINE_PHASES]
+    return sitk.JoinSeries(volumes, 0.0, 40.0)
+
+
+@pytest.fixture(scope="session")
+def cine_piece_files(tmp_path_factory, data_dir) -> dict:
+    """The piece of the cine and of its expert labels (ED and ES contours) as 4-D files: "cine", "labels"."""
+    folder = tmp_path_factory.mktemp("cine")
+    paths = {}
+    for key, name in (("cine", "SCD0000101_cine.nii.gz"), ("labels", "SCD0000101_cine_labels.nii.gz")):
+        paths[key] = folder / f"{key}.nii.gz"
+        sitk.WriteImage(cine_piece(sitk.ReadImage(str(CINE / name))), str(paths[key]))
+    return paths
+
+
 @pytest.fixture
 def mrml(monkeypatch, request):
     """A fresh, real MRML scene with the module logics the Logic needs (slicer-core wheel: no Qt, no application).
@@ -70,3 +93,27 @@ def mrml(monkeypatch, request):
         headless.scene.Clear(1)
     if "ERROR" in captured.GetOutput() and not request.node.get_closest_marker("allow_vtk_errors"):
         pytest.fail("VTK reported errors:\n" + captured.GetOutput())
+
+
+def transform_point_difference(node, field: sitk.Image, points_ras) -> float:
+    """Largest distance between MRML's FromParent mapping and SimpleITK's reading of the engine's field."""
+    itk = sitk.DisplacementFieldTransform(sitk.Image(field))
+    from_parent = node.GetTransformFromParent()
+    flip = np.array([-1.0, -1.0, 1.0])
+    worst = 0.0
+    for point in points_ras:
+        mrml_point = np.array(from_parent.TransformPoint(point))
+        itk_point = np.array(itk.TransformPoint((point * flip).tolist())) * flip
+        worst = max(worst, float(np.linalg.norm(mrml_point - itk_point)))
+    return worst
+
+
+def grid_points(volume, step=7):
+    """RAS points off the voxel centres, every ``step`` voxels in plane, on every slice of the volume."""
+    from ODERegistrationLib.logic.geometry import image_from_volume
+
+    image = image_from_volume(volume)
+    size = image.GetSize()
+    flip = np.array([-1.0, -1.0, 1.0])
+    return [np.array(image.TransformContinuousIndexToPhysicalPoint((i + 0.3, j + 0.6, k))) * flip
+            for i in range(2, size[0] - 2, step) for j in range(2, size[1] - 2, step) for k in range(size[2])]

@@ -11,73 +11,49 @@ import SimpleITK as sitk
 from ODERegistrationLib.cli.main import main
 from ODERegistrationLib.engine.registration import warp_labels
 
-from conftest import DATA
 
-CINE = DATA / "sunnybrook" / "cine"
-PHASES = (7, 12, 18)  # ES, mid-diastole, ED (the reference)
-SLICES = (4, 5)
-
-
-def piece(image: sitk.Image) -> sitk.Image:
-    """Two mid-ventricular slices at three phases, at half resolution: a 4-D image of 128 x 128 x 2 x 3."""
-    volumes = [sitk.Shrink(image[:, :, SLICES[0]:SLICES[-1] + 1, t], [2, 2, 1]) for t in PHASES]
-    return sitk.JoinSeries(volumes, 0.0, 40.0)
+def sequence(paths, output, *extra):
+    return main(["sequence", "--cine", str(paths["cine"]), "--labels", str(paths["labels"]), "--reference-phase", "2",
+                 "--output-dir", str(output), "--quiet", *extra])
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    if not CINE.is_dir():
-        pytest.skip("no development cine")
-    folder = tmp_path_factory.mktemp("cine")
-    paths = {}
-    for key, name in (("cine", "SCD0000101_cine.nii.gz"), ("labels", "SCD0000101_cine_labels.nii.gz")):
-        paths[key] = folder / f"{key}.nii.gz"
-        sitk.WriteImage(piece(sitk.ReadImage(str(CINE / name))), str(paths[key]))
-    return paths
-
-
-def sequence(files, output, *extra):
-    return main(["sequence", "--cine", str(files["cine"]), "--labels", str(files["labels"]), "--reference-phase",
-                 "2", "--output-dir", str(output), "--quiet", *extra])
-
-
-@pytest.fixture(scope="module")
-def run(files, tmp_path_factory):
+def run(cine_piece_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("sequence") / "out"
-    code = sequence(files, output, "--expert-labels", str(files["labels"]), "--iterations", "40")
+    code = sequence(cine_piece_files, output, "--expert-labels", str(cine_piece_files["labels"]), "--iterations", "40")
     return code, output
 
 
-def test_writes_every_output_in_the_input_layout(files, run):
+def test_writes_every_output_in_the_input_layout(cine_piece_files, run):
     code, output = run
     assert code == 0
     assert {path.name for path in output.iterdir()} == {
         *(f"{kind}_phase{t:02d}.nii.gz" for kind in ("forward", "inverse") for t in range(3)),
         "labels.nii.gz", "volumes.csv", "volume_curve.png", "qa.png", "report.json"}
-    cine, labels = sitk.ReadImage(str(files["cine"])), sitk.ReadImage(str(output / "labels.nii.gz"))
+    cine, labels = sitk.ReadImage(str(cine_piece_files["cine"])), sitk.ReadImage(str(output / "labels.nii.gz"))
     assert labels.GetSize() == cine.GetSize() and np.allclose(labels.GetSpacing(), cine.GetSpacing())
     assert np.allclose(labels.GetOrigin(), cine.GetOrigin(), atol=1e-3)
-    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(files["labels"])))[2]
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(str(cine_piece_files["labels"])))[2]
     assert np.array_equal(sitk.GetArrayFromImage(labels)[2], reference)  # the reference phase keeps its labels
 
 
-def test_each_phase_field_alone_reproduces_its_propagated_labels(files, run):
+def test_each_phase_field_alone_reproduces_its_propagated_labels(cine_piece_files, run):
     _, output = run
     labels = sitk.ReadImage(str(output / "labels.nii.gz"))
-    reference_labels = sitk.ReadImage(str(files["labels"]))[:, :, :, 2]
+    reference_labels = sitk.ReadImage(str(cine_piece_files["labels"]))[:, :, :, 2]
     for t in (0, 1):
         field = sitk.ReadImage(str(output / f"forward_phase{t:02d}.nii.gz"), sitk.sitkVectorFloat64)
-        phase_grid = sitk.ReadImage(str(files["cine"]))[:, :, :, t]
+        phase_grid = sitk.ReadImage(str(cine_piece_files["cine"]))[:, :, :, t]
         field.CopyInformation(phase_grid)
         again = warp_labels(reference_labels, phase_grid, field)
         assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(labels[:, :, :, t]))
 
 
-def test_volumes_and_ejection_fraction_follow_from_the_labels(files, run):
+def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, run):
     _, output = run
     report = json.loads((output / "report.json").read_text())
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(output / "labels.nii.gz")))
-    cine = sitk.ReadImage(str(files["cine"]))
+    cine = sitk.ReadImage(str(cine_piece_files["cine"]))
     voxel_ml = np.prod(cine.GetSpacing()[:3]) / 1000.0
     rows = list(csv.DictReader((output / "volumes.csv").open()))
     assert len(rows) == 3 * 2  # phases x labels (cavity, myocardium)
@@ -103,9 +79,9 @@ def test_volumes_and_ejection_fraction_follow_from_the_labels(files, run):
     ("empty labels", "no label on phase"),
     ("one phase", "single phase"),
 ])
-def test_bad_sequence_inputs_give_one_line_and_write_nothing(files, tmp_path, capsys, case, message):
-    cine, labels = sitk.ReadImage(str(files["cine"])), sitk.ReadImage(str(files["labels"]))
-    arguments = {"cine": files["cine"], "labels": files["labels"]}
+def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, tmp_path, capsys, case, message):
+    cine, labels = sitk.ReadImage(str(cine_piece_files["cine"])), sitk.ReadImage(str(cine_piece_files["labels"]))
+    arguments = {"cine": cine_piece_files["cine"], "labels": cine_piece_files["labels"]}
     reference = "2"
     if case == "3-D without --time-axis":
         arguments["cine"] = tmp_path / "cine3d.nii.gz"

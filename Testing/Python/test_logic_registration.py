@@ -14,7 +14,7 @@ from ODERegistrationLib.logic.geometry import image_from_volume  # noqa: E402
 from ODERegistrationLib.logic.headless import add_volume  # noqa: E402
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
-from conftest import load_pair, shrink_pair  # noqa: E402
+from conftest import grid_points, load_pair, shrink_pair, transform_point_difference  # noqa: E402
 
 SEGMENT_NAMES = {1: "RV cavity", 2: "LV myocardium", 3: "LV cavity"}
 
@@ -52,27 +52,6 @@ def assert_unchanged(before, after):
     for old, new in zip(before, after):
         assert old[:4] == new[:4]
         assert np.array_equal(old[4], new[4]) if isinstance(old[4], np.ndarray) else old[4] == new[4]
-
-
-def transform_point_difference(node, field: sitk.Image, points_ras) -> float:
-    """Largest distance between MRML's FromParent mapping and SimpleITK's reading of the engine's field."""
-    itk = sitk.DisplacementFieldTransform(sitk.Image(field))
-    from_parent = node.GetTransformFromParent()
-    flip = np.array([-1.0, -1.0, 1.0])
-    worst = 0.0
-    for point in points_ras:
-        mrml_point = np.array(from_parent.TransformPoint(point))
-        itk_point = np.array(itk.TransformPoint((point * flip).tolist())) * flip
-        worst = max(worst, float(np.linalg.norm(mrml_point - itk_point)))
-    return worst
-
-
-def grid_points(volume, step=7):
-    image = image_from_volume(volume)
-    size = image.GetSize()
-    flip = np.array([-1.0, -1.0, 1.0])
-    return [np.array(image.TransformContinuousIndexToPhysicalPoint((i + 0.3, j + 0.6, k))) * flip
-            for i in range(2, size[0] - 2, step) for j in range(2, size[1] - 2, step) for k in range(size[2])]
 
 
 @pytest.fixture

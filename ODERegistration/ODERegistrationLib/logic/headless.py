@@ -11,8 +11,8 @@ from .geometry import fill_volume
 
 
 def headless_scene() -> types.SimpleNamespace:
-    """scene, application_logic and the module logics (colors, volumes, transforms, segmentations), registered
-    with the application logic as Slicer does at startup."""
+    """scene, application_logic and the module logics (colors, volumes, transforms, segmentations, sequences),
+    registered with the application logic as Slicer does at startup."""
     scene = slicer.vtkMRMLScene()
     application_logic = slicer.vtkSlicerApplicationLogic()
     application_logic.SetMRMLScene(scene)
@@ -28,6 +28,7 @@ def headless_scene() -> types.SimpleNamespace:
         volumes=register("Volumes", slicer.vtkSlicerVolumesLogic()),
         transforms=register("Transforms", slicer.vtkSlicerTransformLogic()),
         segmentations=register("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
+        sequences=register("Sequences", slicer.vtkSlicerSequencesLogic()),
     )
     return types.SimpleNamespace(scene=scene, application_logic=application_logic, logics=logics)
 
@@ -44,3 +45,19 @@ def add_volume(scene, image: sitk.Image, name: str, class_name: str = "vtkMRMLSc
     fill_volume(node, image if image.GetDimension() == 3 else sitk.JoinSeries(image))
     node.CreateDefaultDisplayNodes()
     return node
+
+
+def add_volume_sequence(scene, image: sitk.Image, name: str):
+    """A 4-D image (x, y, slice, time) as Slicer's Sequences module loads one: a sequence of scalar volumes indexed
+    by the time axis' values, and a browser showing it; returns (sequence, browser)."""
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("ms")
+    sequence.SetIndexType(sequence.NumericIndex)
+    for t in range(image.GetSize()[3]):
+        frame = slicer.vtkMRMLScalarVolumeNode()
+        fill_volume(frame, image[:, :, :, t])
+        sequence.SetDataNodeAtValue(frame, f"{image.GetOrigin()[3] + t * image.GetSpacing()[3]:g}")
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    return sequence, browser

@@ -1,0 +1,150 @@
+"""The sequence Logic on real MRML (slicer-core's Sequences logic, tables, plots): a volume sequence and a
+segmentation on one frame in; transform and segmentation sequences synchronized to the browser, a volume table and
+a plot out, agreeing with ``oderegistration sequence`` on the same frames; a cancelled run changes nothing."""
+import csv
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer")
+
+from ODERegistrationLib.cli.main import main  # noqa: E402
+from ODERegistrationLib.engine import InputError  # noqa: E402
+from ODERegistrationLib.engine.presets import load_preset  # noqa: E402
+from ODERegistrationLib.logic import SequenceLogic, SequenceRequest  # noqa: E402
+from ODERegistrationLib.logic.headless import add_volume, add_volume_sequence  # noqa: E402
+from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
+
+from conftest import grid_points, transform_point_difference  # noqa: E402
+
+REFERENCE = 2  # the ED frame of the piece, where the segmentation is drawn
+ITERATIONS = "40"
+
+
+def scene_with_cine(mrml, paths):
+    """The piece of the cine as Slicer holds a loaded 4-D NIfTI, and the ED contours as a segmentation drawn on
+    the browser's proxy volume at the reference frame (as a user draws them)."""
+    sequence, browser = add_volume_sequence(mrml.scene, sitk.ReadImage(str(paths["cine"])), "cine")
+    mrml.logics.sequences.UpdateProxyNodesFromSequences(browser)
+    browser.SetSelectedItemNumber(REFERENCE)
+    proxy = browser.GetProxyNode(sequence)
+    labels = sitk.ReadImage(str(paths["labels"]))[:, :, :, REFERENCE]
+    labelmap = add_volume(mrml.scene, labels, "ED labels", "vtkMRMLLabelMapVolumeNode")
+    segmentation = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "ED contours")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(proxy)
+    slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation)
+    for index, name in enumerate(("LV blood pool", "LV myocardium")):
+        segmentation.GetSegmentation().GetNthSegment(index).SetName(name)
+    mrml.scene.RemoveNode(labelmap.GetDisplayNode())
+    mrml.scene.RemoveNode(labelmap)
+    return sequence, browser, segmentation
+
+
+def request(sequence, segmentation, reference=REFERENCE):
+    parameters = load_preset("sequence").replace(iterations=int(ITERATIONS))
+    return SequenceRequest(sequence, reference, segmentation, parameters)
+
+
+@pytest.fixture(scope="module")
+def command_line(cine_piece_files, tmp_path_factory):
+    """The command line's outputs on the same frames, labels and parameters."""
+    output = tmp_path_factory.mktemp("cli") / "out"
+    assert main(["sequence", "--cine", str(cine_piece_files["cine"]), "--labels", str(cine_piece_files["labels"]),
+                 "--reference-phase", str(REFERENCE), "--iterations", ITERATIONS, "--output-dir", str(output),
+                 "--quiet"]) == 0
+    return output
+
+
+def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line(mrml, cine_piece_files,
+                                                                                command_line):
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    outputs = SequenceLogic(mrml.scene, mrml.logics.sequences).run(request(sequence, segmentation))
+
+    assert outputs.browser is browser
+    for made in (outputs.transform_sequence, outputs.segmentation_sequence):
+        assert browser.IsSynchronizedSequenceNode(made.GetID())
+        assert [made.GetNthIndexValue(i) for i in range(made.GetNumberOfDataNodes())] == \
+            [sequence.GetNthIndexValue(i) for i in range(sequence.GetNumberOfDataNodes())]
+
+    es = outputs.cycles["LV blood pool"]["es_phase"]
+    assert es == 0  # the piece's first frame is the patient's end-systole
+    browser.SetSelectedItemNumber(es)  # scrubbing: the proxies now show the ES frame
+    volume = browser.GetProxyNode(sequence)
+    shown = labels_from_segmentation(browser.GetProxyNode(outputs.segmentation_sequence), volume)
+    written = sitk.ReadImage(str(command_line / "labels.nii.gz"))[:, :, :, es]
+    assert np.array_equal(sitk.GetArrayFromImage(shown), sitk.GetArrayFromImage(written))
+    assert not np.array_equal(sitk.GetArrayFromImage(shown),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(cine_piece_files["labels"]))[:, :, :, 2]))
+
+    for item in range(3):  # each transform item maps points like that phase's displacement file
+        field = sitk.ReadImage(str(command_line / f"forward_phase{item:02d}.nii.gz"), sitk.sitkVectorFloat64)
+        node = outputs.transform_sequence.GetNthDataNode(item)
+        assert transform_point_difference(node, field, grid_points(volume, 9)) < 1e-3
+
+    table = outputs.table
+    rows = list(csv.DictReader((command_line / "volumes.csv").open()))
+    assert table.GetNumberOfRows() == 3 and table.GetNumberOfColumns() == 4  # frame, time, two segments
+    for row in rows:
+        column = table.GetTable().GetColumnByName(
+            {"1": "LV blood pool (ml)", "2": "LV myocardium (ml)"}[row["label"]])
+        assert column.GetValue(int(row["phase"])) == pytest.approx(float(row["volume_ml"]), abs=1e-3)
+    chart = outputs.plot_chart
+    assert chart.GetNumberOfPlotSeriesNodes() == 2
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetTableNode() is outputs.table and series.GetYColumnName() == "LV blood pool (ml)"
+    assert f"EF {outputs.cycles['LV blood pool']['ef_percent']:.1f} %" in chart.GetTitle()
+
+
+def test_a_cancelled_run_changes_nothing(mrml, cine_piece_files):
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    nodes_before = mrml.scene.GetNumberOfNodes()
+    synchronized_before = browser.GetNumberOfSynchronizedSequenceNodes()
+    logic = SequenceLogic(mrml.scene, mrml.logics.sequences)
+    run = logic.start(request(sequence, segmentation))
+    run.job.cancel()
+    run.job.wait(60)
+    assert run.job.cancelled and logic.finish(run) is None
+    assert mrml.scene.GetNumberOfNodes() == nodes_before
+    assert browser.GetNumberOfSynchronizedSequenceNodes() == synchronized_before
+    assert sequence.GetNumberOfDataNodes() == 3 and segmentation.GetSegmentation().GetNumberOfSegments() == 2
+
+
+@pytest.mark.parametrize("case, message", [
+    ("reference out of range", "out of range"),
+    ("one frame", "single phase"),
+    ("frames on different grids", "another grid"),
+    ("no segmentation", "select a volume sequence"),
+])
+def test_bad_sequence_inputs_are_one_clear_error(mrml, cine_piece_files, case, message):
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    reference = REFERENCE
+    if case == "reference out of range":
+        reference = 3
+    elif case == "one frame":
+        sequence.RemoveDataNodeAtValue(sequence.GetNthIndexValue(0))
+        sequence.RemoveDataNodeAtValue(sequence.GetNthIndexValue(0))
+        reference = 0
+    elif case == "frames on different grids":
+        origin = list(sequence.GetNthDataNode(1).GetOrigin())
+        sequence.GetNthDataNode(1).SetOrigin(origin[0] + 5.0, origin[1], origin[2])
+    else:
+        segmentation = None
+    nodes_before = mrml.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=message):
+        SequenceLogic(mrml.scene, mrml.logics.sequences).prepare(request(sequence, segmentation, reference))
+    assert mrml.scene.GetNumberOfNodes() == nodes_before
+
+
+def test_a_cancel_during_the_last_steps_still_cancels():
+    """Cancel pressed while the outputs are being made (after the optimizer's last check) must still leave the
+    scene as it was: the job drops the result."""
+    from ODERegistrationLib.logic.job import EngineJob
+
+    def task(progress, cancel):
+        job.cancel()  # the user presses Cancel while the engine writes its outputs
+        return "outputs"
+
+    job = EngineJob(task)
+    job.run()
+    assert job.cancelled and job.result is None

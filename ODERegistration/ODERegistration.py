@@ -12,13 +12,15 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import (vtkMRMLGridTransformNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
+                    vtkMRMLSequenceNode)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ODERegistrationLib.engine.presets import DEFAULT_PRESET, preset_description, preset_files, save_preset
+from ODERegistrationLib.engine.presets import (DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_description,
+                                               preset_files, save_preset)
 from ODERegistrationLib.panel import apply_preset, engine_parameter_fields, parameters_from_node
 from ODERegistrationLib.sample_data import sample_pair
 
@@ -95,6 +97,10 @@ class ODERegistrationParameterNode:
     warpedVolume: vtkMRMLScalarVolumeNode
     jacobianVolume: vtkMRMLScalarVolumeNode
     propagatedSegmentation: vtkMRMLSegmentationNode
+    volumeSequence: vtkMRMLSequenceNode
+    referenceFrame: Annotated[int, WithinRange(0, 100000)] = 0
+    sequenceSegmentation: vtkMRMLSegmentationNode
+    sequencePreset: str = SEQUENCE_PRESET
 
 
 class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -104,7 +110,10 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.sequenceLogic = None
         self.run = None
+        self.runLogic = None
+        """The logic that started ``run`` (pair or sequence), which also finishes it."""
         self._parameterNode: Optional[ODERegistrationParameterNode] = None
         self._parameterNodeGuiTag = None
         self._timer = None
@@ -126,6 +135,9 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showOverlayButton.connect("clicked(bool)", self.onShowOverlay)
         self.ui.presetComboBox.connect("activated(int)", self.onPresetChosen)
         self.ui.savePresetButton.connect("clicked(bool)", self.onSavePreset)
+        self.ui.applySequenceButton.connect("clicked(bool)", self.onApplySequenceButton)
+        self.ui.useCurrentFrameButton.connect("clicked(bool)", self.onUseCurrentFrame)
+        self.ui.sequencePresetComboBox.connect("activated(int)", self.onSequencePresetChosen)
         self._fillPresets()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -159,6 +171,7 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(ODERegistrationParameterNode(ODERegistrationLogic().getParameterNode()))
         self.ui.presetComboBox.setCurrentText(self._parameterNode.preset)
+        self.ui.sequencePresetComboBox.setCurrentText(self._parameterNode.sequencePreset)
 
     def setParameterNode(self, parameterNode: Optional[ODERegistrationParameterNode]) -> None:
         if self._parameterNode:
@@ -175,9 +188,15 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.run is not None
         self.ui.applyButton.enabled = ready and not running
         self.ui.applyButton.toolTip = "Run the registration." if ready else "Select a fixed and a moving volume."
+        node = self._parameterNode
+        sequenceReady = bool(node and node.volumeSequence and node.sequenceSegmentation)
+        self.ui.applySequenceButton.enabled = sequenceReady and not running
+        self.ui.applySequenceButton.toolTip = ("Propagate the segmentation through every frame." if sequenceReady
+                                               else "Select a volume sequence and a segmentation on one frame.")
         self.ui.cancelButton.enabled = running
         for section in (self.ui.inputsCollapsibleButton, self.ui.parametersCollapsibleButton,
-                        self.ui.advancedCollapsibleButton, self.ui.outputsCollapsibleButton):
+                        self.ui.advancedCollapsibleButton, self.ui.outputsCollapsibleButton,
+                        self.ui.sequenceCollapsibleButton):
             section.enabled = not running
 
     def _showDependencyStatus(self) -> None:
@@ -205,11 +224,12 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return Path(slicer.app.slicerUserSettingsFilePath).parent / "ODERegistration" / "Presets"
 
     def _fillPresets(self) -> None:
-        self.ui.presetComboBox.clear()
-        for name in preset_files([self._userPresetFolder()]):
-            self.ui.presetComboBox.addItem(name)
-            description = preset_description(name, [self._userPresetFolder()])
-            self.ui.presetComboBox.setItemData(self.ui.presetComboBox.count - 1, description, qt.Qt.ToolTipRole)
+        for comboBox in (self.ui.presetComboBox, self.ui.sequencePresetComboBox):
+            comboBox.clear()
+            for name in preset_files([self._userPresetFolder()]):
+                comboBox.addItem(name)
+                description = preset_description(name, [self._userPresetFolder()])
+                comboBox.setItemData(comboBox.count - 1, description, qt.Qt.ToolTipRole)
 
     def onPresetChosen(self, index: int) -> None:
         """Every engine parameter takes the preset's value (the same file the CLI's --preset reads)."""
@@ -230,11 +250,45 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.presetComboBox.setCurrentText(name)
             self._parameterNode.preset = name
 
-    def onApplyButton(self) -> None:
+    def onSequencePresetChosen(self, index: int) -> None:
+        self._parameterNode.sequencePreset = self.ui.sequencePresetComboBox.itemText(index)
+
+    def onUseCurrentFrame(self) -> None:
+        """The frame the browser of the chosen sequence shows now (where the user drew the segmentation)."""
+        sequence = self._parameterNode.volumeSequence
+        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence) if sequence else None
+        if browser is not None:
+            self._parameterNode.referenceFrame = browser.GetSelectedItemNumber()
+
+    def _dependenciesReady(self) -> bool:
+        """True when torch is importable, after offering to install it if it is not."""
         if _missingPackages():
             self.onInstallDependencies()
-            if _missingPackages():
-                return
+        return not _missingPackages()
+
+    def onApplySequenceButton(self) -> None:
+        if not self._dependenciesReady():
+            return
+        from ODERegistrationLib.logic import SequenceLogic, SequenceRequest
+
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not start the sequence.", waitCursor=True):
+            self.sequenceLogic = self.sequenceLogic or SequenceLogic()
+            parameters = load_preset(node.sequencePreset, [self._userPresetFolder()])
+            request = SequenceRequest(node.volumeSequence, node.referenceFrame, node.sequenceSegmentation, parameters)
+            self._started(self.sequenceLogic, self.sequenceLogic.start(request))
+
+    def _started(self, logic, run) -> None:
+        self.runLogic, self.run = logic, run
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = "Starting..."
+        self.ui.resultsText.plainText = ""
+        self._timer.start()
+        self._updateApplyButton()
+
+    def onApplyButton(self) -> None:
+        if not self._dependenciesReady():
+            return
         from ODERegistrationLib.logic import RegistrationLogic, RegistrationRequest
 
         node = self._parameterNode
@@ -243,12 +297,7 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             request = RegistrationRequest(node.fixedVolume, node.movingVolume, parameters_from_node(node),
                                           node.movingSegmentation, node.fixedSegmentation, node.regionROI,
                                           node.fixedMask, node.movingMask)
-            self.run = self.logic.start(request, self._outputRequest())
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Starting..."
-            self.ui.resultsText.plainText = ""
-            self._timer.start()
-        self._updateApplyButton()
+            self._started(self.logic, self.logic.start(request, self._outputRequest()))
 
     def onCancelButton(self) -> None:
         if self.run is not None:
@@ -257,6 +306,8 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPoll(self) -> None:
         """Drain progress; when the job has ended, build the outputs here, on the main thread."""
+        from ODERegistrationLib.logic import SequenceOutputs
+
         updates = self.run.job.poll()
         if updates:
             last = updates[-1]
@@ -269,13 +320,17 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         run, self.run = self.run, None
         try:
-            outputs = self.logic.finish(run)
+            outputs = self.runLogic.finish(run)
         except Exception as error:
             self.ui.statusLabel.text = "Failed."
             slicer.util.errorDisplay(f"Registration failed: {error}")
         else:
             if outputs is None:
                 self.ui.statusLabel.text = "Cancelled; the scene was not changed."
+            elif isinstance(outputs, SequenceOutputs):
+                self.ui.statusLabel.text = "Done."
+                self.ui.resultsText.plainText = _sequenceSummary(outputs)
+                slicer.modules.plots.logic().ShowChartInLayout(outputs.plot_chart)
             else:
                 self._storeOutputs(outputs)
                 self.ui.statusLabel.text = "Done."
@@ -348,6 +403,19 @@ def _summary(outputs) -> str:
         before, after = scores["before"], scores["after"]
         lines.append(f"{outputs.segment_names.get(label, label)}: Dice {before['dice']:.3f} -> {after['dice']:.3f}, "
                      f"HD95 {before['hausdorff95_mm']:.1f} -> {after['hausdorff95_mm']:.1f} mm")
+    return "\n".join(lines)
+
+
+def _sequenceSummary(outputs) -> str:
+    report = outputs.report
+    lines = [f"Time: {report['seconds']:.1f} s on {report['batch']['device']} for {report['phases']} frames "
+             f"({report['seconds_per_phase']:.1f} s per frame, {len(report['labelled_slices'])} labelled slices)",
+             f"Folded voxels, all frames: {report['folded_voxels']}"]
+    lines += [f"Warning: {warning}" for warning in report["batch"]["warnings"]]
+    for segment, cycle in outputs.cycles.items():
+        lines.append(f"{segment}: ED frame {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES frame {cycle['es_phase']} "
+                     f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
+    lines.append(f"Scrub {outputs.browser.GetName()} to see the propagated contours on every frame.")
     return "\n".join(lines)
 
 

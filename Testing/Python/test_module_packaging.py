@@ -41,12 +41,12 @@ def parameter_node_class() -> ast.ClassDef:
 
 def test_parameter_bindings_are_the_parameter_node_and_every_engine_parameter():
     """The node declares its MRML nodes; every engine parameter is added from the engine's dataclass and must be
-    bound to exactly one widget (the preset, filled from the preset files, is not bound)."""
+    bound to exactly one widget (the presets, filled from the preset files, are not bound)."""
     declared = {item.target.id for item in parameter_node_class().body if isinstance(item, ast.AnnAssign)}
     bound = [prop.findtext("string") for prop in ElementTree.parse(UI_FILE).iter("property")
              if prop.get("name") == "SlicerParameterName"]
     assert len(bound) == len(set(bound))
-    assert set(bound) == (declared - {"preset"}) | set(specs())
+    assert set(bound) == (declared - {"preset", "sequencePreset"}) | set(specs())
     assert not declared & set(specs()), "an engine parameter declared a second time in the module"
 
 

@@ -26,3 +26,21 @@ def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
     summary = (output / "summary.md").read_text()
     assert "no_such_package_here" in summary and "| ode |" in summary and "| demons+roi |" in summary
     assert (output / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_chained_strategy_walks_neighbour_pairs_from_the_reference_the_shorter_way():
+    """Each phase's chain starts at the reference and steps through neighbours to the phase: forward maps of the
+    pairs t -> t+1 when the phase is ahead in the cycle, backward maps when it is behind; one pair is never used."""
+    from benchmarks.cine_benchmark import _path
+
+    count, reference = 20, 18
+    assert _path(reference, reference, count) == []
+    for phase in range(count):
+        path = _path(reference, phase, count)
+        assert len(path) == min((phase - reference) % count, (reference - phase) % count)
+        position = reference
+        for start, direction in path:
+            assert start == (position if direction == 0 else (position - 1) % count)
+            position = (position + 1) % count if direction == 0 else (position - 1) % count
+        assert position == phase
+    assert len({start for phase in range(count) for start, _ in _path(reference, phase, count)}) == count - 1

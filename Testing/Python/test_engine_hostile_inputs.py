@@ -149,3 +149,21 @@ def test_an_intensity_image_given_as_labels_is_refused(files, tmp_path, capsys):
 def test_fixed_labels_alone_are_refused(files, tmp_path, capsys):
     assert register(files, tmp_path / "out", "--fixed-labels", files["fixed_labels"], labels=False) == 2
     assert "moving labels too" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("after_checks", [3, 4, 5])
+def test_cancel_while_the_outputs_are_made_stops_the_run(small_2d_pair, after_checks):
+    """Cancel must act within seconds even after the optimizer's last iteration: making the outputs of a whole
+    cine's batch takes tens of seconds, so register_images checks again between its output steps."""
+    from ODERegistrationLib.engine import RegistrationCancelled, RegistrationParameters, register_images
+
+    checks = []
+
+    def cancel():  # false for the 3 iterations, true from the given check on
+        checks.append(True)
+        return len(checks) > after_checks
+
+    with pytest.raises(RegistrationCancelled):
+        register_images(small_2d_pair["fixed"], small_2d_pair["moving"],
+                        RegistrationParameters(iterations=3, convergence_tolerance=0.0), cancel=cancel,
+                        moving_labels=small_2d_pair["moving_labels"])

@@ -25,7 +25,7 @@ from .metrics import folding, index_to_physical_matrix, jacobian_determinant, la
 from .optimizer import optimize_fields
 from .parameters import RegistrationParameters
 from .region import Region, embed_displacement, region_around_mask, region_from_corners, whole_region
-from .progress import CancelCheck, ProgressCallback
+from .progress import CancelCheck, ProgressCallback, RegistrationCancelled
 from .validation import InputError, check_image, check_labels, check_pair
 
 
@@ -96,6 +96,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     finally:
         clear_identity_grid_cache()
     seconds = time.perf_counter() - start
+    _stop_if_cancelled(cancel)  # the outputs below take seconds on large grids (a whole cine's batch)
 
     forward, backward = (displacement_image(voxels, fixed) for voxels in (forward_voxels, backward_voxels))
     warped = resample(moving, fixed, forward)
@@ -105,6 +106,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     jacobian.CopyInformation(fixed)
     round_trip_mm = np.linalg.norm(sitk.GetArrayFromImage(displacement_image(round_trip, fixed)), axis=-1)
 
+    _stop_if_cancelled(cancel)
     fold, inverse_fold = folding(determinant), folding(jacobian_determinant(backward))
     overlap = float(support.mean())
     warnings = []
@@ -138,6 +140,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                      "python": platform.python_version()},
     }
     result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, report=report)
+    _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = warp_labels(moving_labels, fixed, forward)
         if fixed_labels is not None:
@@ -167,6 +170,11 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
         backward_voxels = layout.to_voxel_displacement(backward)
     round_trip = layout.to_voxel_displacement(compose(backward, forward))
     return fields, forward_voxels, backward_voxels, round_trip, fade_mm
+
+
+def _stop_if_cancelled(cancel: CancelCheck) -> None:
+    if cancel is not None and cancel():
+        raise RegistrationCancelled("cancelled while the outputs were being made")
 
 
 LOW_OVERLAP = 0.5

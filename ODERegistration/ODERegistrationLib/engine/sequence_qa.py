@@ -37,6 +37,10 @@ def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
     plt.close(figure)
 
 
+ZOOM_MARGIN_MM = 30.0
+"""The QA picture shows the labels' box on the middle slice plus this margin (the views stay in the image)."""
+
+
 def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 4) -> None:
     """The middle labelled slice at the reference phase, ED, ES and phases in between, each with the propagated
     contours (the reference's contours in green on the reference phase)."""
@@ -50,6 +54,8 @@ def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 
     first = report["labels"][str(min(result.volumes_ml))]
     chosen = sorted({report["reference_phase"], first["ed_phase"], first["es_phase"],
                      *np.linspace(0, len(cine.phases) - 1, phases_shown).round().astype(int).tolist()})
+    rows, columns = np.nonzero(sitk.GetArrayViewFromImage(result.labels[report["reference_phase"]])[k])
+    margin = ZOOM_MARGIN_MM / cine.phases[0].GetSpacing()[0]
     figure, axes = plt.subplots(1, len(chosen), figsize=(3.2 * len(chosen), 3.6), layout="constrained")
     for axis, t in zip(np.atleast_1d(axes), chosen):
         image = sitk.GetArrayViewFromImage(cine.phases[t])[k]
@@ -61,6 +67,8 @@ def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 
         names = [name for phase, name in ((report["reference_phase"], "reference"), (first["ed_phase"], "ED"),
                                           (first["es_phase"], "ES")) if phase == t]
         axis.set_title(f"phase {t} ({cine.times_ms[t]:g} ms){', ' + ', '.join(names) if names else ''}", fontsize=9)
+        axis.set_xlim(columns.min() - margin, columns.max() + margin)  # zoomed on the heart: the contours are legible
+        axis.set_ylim(rows.max() + margin, rows.min() - margin)
         axis.set_axis_off()
     figure.suptitle(f"slice {k}: contours drawn on phase {report['reference_phase']} (green) carried to every phase "
                     "(magenta)", fontsize=10)

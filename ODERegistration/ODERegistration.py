@@ -433,6 +433,8 @@ class ODERegistrationTest(ScriptedLoadableModuleTest):
         self.test_registration_maps_the_disk_centre_onto_the_moved_centre()
         self.setUp()
         self.test_cancel_leaves_the_scene_unchanged()
+        self.setUp()
+        self.test_sequence_propagates_through_every_frame()
 
     def _disks(self):
         """A disk of radius 12 at (column 30, row 32) in the fixed image, of radius 14 at (34, 34) in the moving."""
@@ -490,3 +492,30 @@ class ODERegistrationTest(ScriptedLoadableModuleTest):
         run.job.wait(60)
         self.assertIsNone(logic.finish(run))
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+
+    def test_sequence_propagates_through_every_frame(self) -> None:
+        """A disk that shrinks and grows again over three frames: the segmentation of frame 0 comes back in two
+        synchronized sequences, the smallest volume at frame 1, and a table and a chart."""
+        if _missingPackages():
+            self.skipTest(f"not installed: {', '.join(_missingPackages())}")
+        import numpy as np
+        import SimpleITK as sitk
+        from ODERegistrationLib.logic import SequenceLogic, SequenceRequest
+        from ODERegistrationLib.logic.headless import add_volume, add_volume_sequence
+
+        rows, columns = np.mgrid[0:64, 0:64]
+        disks = [100.0 * ((rows - 32) ** 2 + (columns - 32) ** 2 < radius ** 2) for radius in (14, 9, 12)]
+        frames = [sitk.JoinSeries(sitk.GetImageFromArray(disk.astype("float32"))) for disk in disks]
+        sequence, browser = add_volume_sequence(slicer.mrmlScene, sitk.JoinSeries(frames, 0.0, 40.0), "disks")
+        labels = add_volume(slicer.mrmlScene, sitk.Cast(frames[0] > 50, sitk.sitkUInt8), "labels",
+                            "vtkMRMLLabelMapVolumeNode")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "disk")
+        slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labels, segmentation)
+        outputs = SequenceLogic().run(SequenceRequest(sequence, 0, segmentation))
+        self.assertTrue(browser.IsSynchronizedSequenceNode(outputs.segmentation_sequence.GetID()))
+        self.assertTrue(browser.IsSynchronizedSequenceNode(outputs.transform_sequence.GetID()))
+        self.assertEqual(outputs.segmentation_sequence.GetNumberOfDataNodes(), 3)
+        cycle = next(iter(outputs.cycles.values()))
+        self.assertEqual((cycle["ed_phase"], cycle["es_phase"]), (0, 1))
+        self.assertEqual(outputs.table.GetNumberOfRows(), 3)
+        self.assertEqual(outputs.report["folded_voxels"], 0)

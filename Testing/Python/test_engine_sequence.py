@@ -65,6 +65,9 @@ def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, 
     assert cavity["ef_percent"] == pytest.approx(100 * (ed - es) / ed, abs=0.01)
     assert cavity["es_phase"] == 0 and cavity["ed_phase"] == 2  # the ES phase is the smallest cavity
     assert report["folded_voxels"] == 0 and all(p.get("inverse_folded_voxels", 0) == 0 for p in report["per_phase"])
+    registered = [p for p in report["per_phase"] if not p.get("reference")]
+    assert {"folded_voxels", "min_jacobian", "inverse_consistency_mm", "seconds"} <= set(registered[0])
+    assert sum(p["seconds"] for p in registered) == pytest.approx(report["seconds"], abs=0.01)
     frames = report["expert"]["frames"]
     assert {(f["phase"], f["slice"]) for f in frames} == {(0, 0), (0, 1), (2, 0), (2, 1)}
     before = [f for f in frames if f["phase"] == 0]

@@ -83,3 +83,18 @@ def test_mi_histogram_never_leaves_its_bins_whatever_the_values():
     """NaN and values far outside [0, 1] used to index the histogram out of range (a native crash)."""
     wild = torch.tensor([[[[float("nan"), 1e30, -1e30, 0.5]]]]).expand(1, 1, 4, 4).contiguous()
     assert torch.isfinite(mutual_information_loss(wild, torch.rand(1, 1, 4, 4)))
+
+
+def test_volumes_in_3d_use_their_own_similarity_and_slices_the_2d_one():
+    """similarity_3d (LNCC by default: MI over a whole-field-of-view volume held it at the identity) applies to
+    volumes registered in 3-D only; 2-D images and the slices of a stack keep ``similarity``."""
+    from ODERegistrationLib.engine.losses import lncc_loss
+    from ODERegistrationLib.engine.optimizer import _Level
+    from ODERegistrationLib.engine.parameters import RegistrationParameters
+
+    parameters = RegistrationParameters(similarity="mse", similarity_3d="lncc")
+    volume = torch.rand(1, 1, 16, 16, 16)
+    slices = torch.rand(4, 1, 16, 16)
+    assert _Level(volume, volume, None, (1.0, 1.0, 1.0), parameters).similarity is lncc_loss
+    assert _Level(slices, slices, None, (1.0, 1.0), parameters).similarity is not lncc_loss
+    assert RegistrationParameters().similarity_3d == "lncc" and RegistrationParameters().similarity == "mi+ssim"

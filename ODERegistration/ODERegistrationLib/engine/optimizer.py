@@ -84,7 +84,8 @@ class _Level:
         self.net_grids = torch.cat([grid, -grid])
         net_spacing = [s * max(n - 1, 1) / max(m - 1, 1) for s, n, m in zip(spacing, shape, self.net_shape)]
         self.velocity_sigmas = [parameters.smoothing_sigma_mm / s for s in net_spacing]
-        self.similarity = similarity_loss(parameters.similarity, math.prod(shape), fixed.device, parameters.seed)
+        name = parameters.similarity if len(shape) == 2 else parameters.similarity_3d
+        self.similarity = similarity_loss(name, math.prod(shape), fixed.device, parameters.seed)
 
 
 def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float],

@@ -61,6 +61,10 @@ class RegistrationParameters:
     levels: int = _parameter(2, "pyramid levels K", "Pyramid levels", minimum=1, maximum=6, advanced=False)
     similarity: str = _parameter("mi+ssim", "similarity of the warped and the target image, both ways",
                                  "Similarity", choices=SIMILARITIES, advanced=False)
+    similarity_3d: str = _parameter(
+        "lncc", "similarity for volumes registered in 3-D (a whole-field-of-view volume moves with the local LNCC, "
+        "not with MI over the whole volume)", "Similarity (volumes)", "mi+ssim",
+        choices=("lncc",) + tuple(name for name in SIMILARITIES if name != "lncc"), advanced=False)
     region: str = _parameter(
         "auto", "where the map is fitted: auto = the box of the moving labels (else of the fixed mask, else of the "
         "moving mask) plus the margin, continued smoothly to the identity outside; whole = the whole image",

@@ -30,7 +30,7 @@ from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_a
 from ODERegistrationLib.engine.metrics import folding, jacobian_determinant
 from ODERegistrationLib.engine.presets import SEQUENCE_PRESET
 from ODERegistrationLib.engine.registration import register_images, warp_labels
-from ODERegistrationLib.engine.sequence import (Cine, _against_experts, _split, _stack_image, expert_phases,
+from ODERegistrationLib.engine.sequence import (Cine, _split, _stack_image, against_experts, expert_phases,
                                                 read_cine, reference_labels, register_sequence)
 
 from .evaluate import run_in_region
@@ -145,7 +145,7 @@ def _run_peer(method, cine, labels, reference, parameters):
 
 def _score(entry: Dict, method: str, propagated, experts, folded: int, seconds: float, registered: int) -> Dict:
     voxel_ml = 1.0  # volumes cancel in the ejection fraction; the report's ml come from the engine's own run
-    scores = _against_experts(propagated, experts, [CAVITY], voxel_ml)
+    scores = against_experts(propagated, experts, [CAVITY], voxel_ml)
     es = scores["es_phase_per_slice"]
     frames = [frame[str(CAVITY)] for frame in scores["frames"]
               if str(frame["slice"]) in es and frame["phase"] == es[str(frame["slice"])]]

@@ -41,6 +41,8 @@ class RegistrationResult:
     """Fixed resampled onto the moving grid through ``backward``."""
     jacobian: sitk.Image
     """det J of the forward map, on the fixed grid."""
+    inverse_jacobian: sitk.Image
+    """det J of the backward map, on the fixed grid (where it is defined)."""
     warped_labels: Optional[sitk.Image] = None
     report: Dict = field(default_factory=dict)
 
@@ -101,13 +103,15 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     forward, backward = (displacement_image(voxels, fixed) for voxels in (forward_voxels, backward_voxels))
     warped = resample(moving, fixed, forward)
     inverse_warped = resample(sitk.Cast(fixed, sitk.sitkFloat32), moving, backward)
-    determinant = jacobian_determinant(forward)
-    jacobian = sitk.GetImageFromArray(determinant.astype(np.float32))
+    determinant, inverse_determinant = jacobian_determinant(forward), jacobian_determinant(backward)
+    jacobian, inverse_jacobian = (sitk.GetImageFromArray(array.astype(np.float32))
+                                  for array in (determinant, inverse_determinant))
     jacobian.CopyInformation(fixed)
+    inverse_jacobian.CopyInformation(fixed)
     round_trip_mm = np.linalg.norm(sitk.GetArrayFromImage(displacement_image(round_trip, fixed)), axis=-1)
 
     _stop_if_cancelled(cancel)
-    fold, inverse_fold = folding(determinant), folding(jacobian_determinant(backward))
+    fold, inverse_fold = folding(determinant), folding(inverse_determinant)
     overlap = float(support.mean())
     warnings = []
     if not fields.similarity_improved:
@@ -139,7 +143,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         "versions": {"oderegistration": __version__, "torch": torch.__version__, "SimpleITK": sitk.Version_VersionString(),
                      "python": platform.python_version()},
     }
-    result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, report=report)
+    result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, inverse_jacobian, report=report)
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = warp_labels(moving_labels, fixed, forward)

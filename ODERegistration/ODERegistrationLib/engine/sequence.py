@@ -13,12 +13,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .metrics import folding, jacobian_determinant, label_scores
+from .metrics import folding, label_scores
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, ProgressCallback, RegistrationCancelled
 from .region import region_from_corners
 from .registration import RegistrationResult, register_images, resample
-from .validation import InputError, check_image, check_labels
+from .validation import InputError, check_image, check_labels, same_grid
 
 
 @dataclass
@@ -56,11 +56,7 @@ def check_cine(cine: Cine, name: str) -> Cine:
     first = cine.phases[0]
     for t, phase in enumerate(cine.phases):
         check_image(phase, f"{name} phase {t}")
-        same_grid = (phase.GetSize() == first.GetSize() and
-                     np.allclose(phase.GetSpacing(), first.GetSpacing(), atol=1e-4) and
-                     np.allclose(phase.GetOrigin(), first.GetOrigin(), atol=1e-3) and
-                     np.allclose(phase.GetDirection(), first.GetDirection(), atol=1e-5))
-        if not same_grid:
+        if not same_grid(phase, first):
             raise InputError(f"{name} phase {t}: lies on another grid than phase 0 (size, spacing, origin or "
                              "direction); the phases of a cine share one grid")
     return cine
@@ -170,7 +166,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
         "parameters": parameters.as_dict(), "versions": result.report["versions"],
     }
     if expert_labels is not None:
-        report["expert"] = _against_experts(propagated, expert_labels, values, voxel_ml)
+        report["expert"] = against_experts(propagated, expert_labels, values, voxel_ml)
     return SequenceResult(forward, backward, propagated, volumes, report)
 
 
@@ -198,8 +194,8 @@ def _split(result: RegistrationResult, phases: int, slices: Sequence[int], refer
     arrays = [sitk.GetArrayFromImage(image) for image in (result.forward, result.backward, result.warped_labels)]
     round_trip = np.linalg.norm(arrays[0] + sitk.GetArrayFromImage(
         resample(result.backward, result.forward, result.forward)), axis=-1)
-    determinant = sitk.GetArrayFromImage(result.jacobian)  # the forward's, computed by register_images
-    inverse_determinant = jacobian_determinant(result.backward)
+    determinant = sitk.GetArrayFromImage(result.jacobian)  # both computed by register_images
+    inverse_determinant = sitk.GetArrayFromImage(result.inverse_jacobian)
     count = len(slices)
     for p in range(phases):
         if cancel is not None and cancel():
@@ -227,7 +223,7 @@ def _cycle(volumes: List[float]) -> Dict:
             "ef_percent": round(ef, 2), "volumes_ml": [round(v, 3) for v in volumes]}
 
 
-def _against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], values: Sequence[int],
+def against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], values: Sequence[int],
                      voxel_ml: float) -> Dict:
     """Dice / HD95 on every contoured frame (slice, phase); and on the slices contoured at two phases, the
     expert's and the propagated cavity (label 1) volumes at each slice's larger (end-diastolic) and smaller

@@ -41,15 +41,19 @@ def check_pair(fixed: sitk.Image, moving: sitk.Image, fixed_name: str, moving_na
                          "both images need the same dimension")
 
 
+def same_grid(image: sitk.Image, other: sitk.Image) -> bool:
+    """Same size, spacing, origin and direction, up to the rounding of file headers."""
+    return (image.GetSize() == other.GetSize()
+            and np.allclose(image.GetSpacing(), other.GetSpacing(), rtol=1e-4, atol=1e-5)
+            and np.allclose(image.GetOrigin(), other.GetOrigin(), atol=1e-3)
+            and np.allclose(image.GetDirection(), other.GetDirection(), atol=1e-4))
+
+
 def check_labels(labels: sitk.Image, image: sitk.Image, labels_name: str, image_name: str) -> np.ndarray:
     """Labels must be integer-valued, non-negative and lie on exactly the grid of their image."""
     if labels.GetNumberOfComponentsPerPixel() != 1 or labels.GetDimension() != image.GetDimension():
         raise InputError(f"{labels_name}: is not a scalar {image.GetDimension()}-D label map like {image_name}")
-    same_grid = (labels.GetSize() == image.GetSize()
-                 and np.allclose(labels.GetSpacing(), image.GetSpacing(), rtol=1e-4, atol=1e-5)
-                 and np.allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-3)
-                 and np.allclose(labels.GetDirection(), image.GetDirection(), atol=1e-4))
-    if not same_grid:
+    if not same_grid(labels, image):
         raise InputError(f"{labels_name}: its grid (size {labels.GetSize()}, spacing "
                          f"{tuple(round(s, 4) for s in labels.GetSpacing())}) differs from the grid of {image_name} "
                          f"(size {image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())}, "

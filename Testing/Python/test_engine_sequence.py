@@ -49,6 +49,17 @@ def test_each_phase_field_alone_reproduces_its_propagated_labels(cine_piece_file
         assert np.array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(labels[:, :, :, t]))
 
 
+def test_phase_fields_stay_in_their_slice_planes(cine_piece_files, run):
+    """The batch stacks the phases' slices along one axis; no through-plane map may run across it."""
+    _, output = run
+    phase_grid = sitk.ReadImage(str(cine_piece_files["cine"]))[:, :, :, 0]
+    normal = np.asarray(phase_grid.GetDirection()).reshape(3, 3)[:, 2]
+    for t in (0, 1):
+        field = sitk.GetArrayFromImage(sitk.ReadImage(str(output / f"forward_phase{t:02d}.nii.gz")))
+        assert np.abs(field @ normal).max() < 1e-4
+        assert np.abs(field).max() > 0.5  # it did move in-plane
+
+
 def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, run):
     _, output = run
     report = json.loads((output / "report.json").read_text())

@@ -4,8 +4,8 @@ Three layouts:
 
 - ``2d``: a 2-D image, or a 3-D image one voxel thick (every 2-D image in Slicer), one (1, 1, H, W) problem;
 - ``3d``: a volume, one (1, 1, D, H, W) problem;
-- ``slices``: a thick-slice stack, one 2-D problem per slice, batched as (S, 1, H, W); the through-plane
-  displacement is zero.
+- ``slices``: a thick-slice stack, one 2-D problem per slice, batched as (S, 1, H, W); these maps have no
+  through-plane displacement (through_plane.py fits a smooth 3-D map of the stack before them for that).
 """
 from __future__ import annotations
 

@@ -57,10 +57,14 @@ class FieldPair:
     similarity_start: float
     """Similarity term (summed over the levels, both directions) at the identity, and at the end."""
     similarity_end: float
+    earlier: Optional["FieldPair"] = None
+    """The stage fitted before this one and composed into these fields (a stack's through-plane map)."""
 
     @property
     def similarity_improved(self) -> bool:
-        return _has_moved(self.similarity_start, self.similarity_end)
+        """Whether this stage, or the one before, moved the images closer."""
+        return (_has_moved(self.similarity_start, self.similarity_end)
+                or (self.earlier is not None and self.earlier.similarity_improved))
 
 
 class _Level:

@@ -26,6 +26,7 @@ from .optimizer import optimize_fields
 from .parameters import RegistrationParameters
 from .region import Region, embed_displacement, region_around_mask, region_from_corners, whole_region
 from .progress import CancelCheck, ProgressCallback, RegistrationCancelled
+from .through_plane import fit_through_plane_then_slices, fits_through_plane
 from .validation import InputError, check_image, check_labels, check_pair
 
 
@@ -128,6 +129,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         "similarity": {"start": fields.similarity_start, "end": fields.similarity_end},
         "device": str(device),
         "mode": layout.mode,
+        "through_plane": None if fields.earlier is None else {
+            "iterations": fields.earlier.iterations_run,
+            "similarity": {"start": fields.earlier.similarity_start, "end": fields.earlier.similarity_end}},
         "region": {**region.describe(fixed), "fade_mm": round(fade_mm, 2)},
         "overlap_fraction": round(overlap, 4),
         "folded_voxels": fold.folded_voxels,
@@ -159,12 +163,18 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
     that grid, the one it is written on; returns the optimizer's result, both whole fields, their round trip and
     the fade length."""
     inside = layout.cropped(region.shape)
+    fixed_crop, moving_crop = (normalize_intensities(array[region.slices]) for array in (fixed_array, moving_array))
     masks = None
     if min(weight[region.slices].min() for weight in weights) < 1:
-        masks = tuple(inside.to_tensor(weight[region.slices], device) for weight in weights)
-    fields = optimize_fields(inside.to_tensor(normalize_intensities(fixed_array[region.slices]), device),
-                             inside.to_tensor(normalize_intensities(moving_array[region.slices]), device),
-                             inside.spacing, parameters, progress, cancel, masks)
+        masks = tuple(weight[region.slices] for weight in weights)
+    if fits_through_plane(inside, parameters):
+        fields, inside = fit_through_plane_then_slices(fixed_crop, moving_crop, masks, inside, parameters, device,
+                                                       progress, cancel)
+    else:
+        fields = optimize_fields(inside.to_tensor(fixed_crop, device), inside.to_tensor(moving_crop, device),
+                                 inside.spacing, parameters, progress, cancel,
+                                 None if masks is None else tuple(inside.to_tensor(mask, device) for mask in masks))
+    layout = inside.cropped(layout.array_shape)  # a stack's maps are 3-D once its through-plane map is in them
     (forward_voxels, fade_mm), (backward_voxels, _) = (
         embed_displacement(inside.to_voxel_displacement(field), region, fixed_array.shape, spacing)
         for field in (fields.forward, fields.backward))

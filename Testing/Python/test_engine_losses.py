@@ -1,4 +1,6 @@
 """Similarity terms: zero or lowest for identical images, growing with misalignment."""
+import itertools
+
 import pytest
 import torch
 
@@ -38,24 +40,23 @@ def test_mi_on_a_voxel_sample_stays_close_to_mi_on_all_voxels():
 
 
 def _direct_lncc(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:
-    """LNCC written out window by window (the windows clipped at the border), for 2-D images (1, 1, H, W)."""
-    height, width = x.shape[-2:]
+    """LNCC written out window by window (the windows clipped at the border), for images (1, 1, *spatial)."""
     radius = window // 2
     values = []
-    for row in range(height):
-        for column in range(width):
-            box = (..., slice(max(row - radius, 0), row + radius + 1), slice(max(column - radius, 0), column + radius + 1))
-            a, b = x[box].flatten(), y[box].flatten()
-            covariance = (a * b).mean() - a.mean() * b.mean()
-            variances = ((a * a).mean() - a.mean() ** 2) * ((b * b).mean() - b.mean() ** 2)
-            values.append(covariance ** 2 / (variances + LNCC_EPSILON))
+    for centre in itertools.product(*(range(n) for n in x.shape[2:])):
+        box = (..., *(slice(max(c - radius, 0), c + radius + 1) for c in centre))
+        a, b = x[box].flatten(), y[box].flatten()
+        covariance = (a * b).mean() - a.mean() * b.mean()
+        variances = ((a * a).mean() - a.mean() ** 2) * ((b * b).mean() - b.mean() ** 2)
+        values.append(covariance ** 2 / (variances + LNCC_EPSILON))
     return 1.0 - torch.stack(values).mean()
 
 
-def test_lncc_value_and_gradient_match_a_direct_computation():
+@pytest.mark.parametrize("shape", [(12, 11), (3, 9, 8)], ids=["2-D", "3-D, fewer slices than the window"])
+def test_lncc_value_and_gradient_match_a_direct_computation(shape):
     generator = torch.Generator().manual_seed(4)
-    x = gaussian_smooth(torch.rand(1, 1, 12, 11, generator=generator), [1.0, 1.0]).double().requires_grad_()
-    y = (0.5 * x.detach() + 0.1 * torch.rand(1, 1, 12, 11, generator=generator, dtype=torch.float64))
+    x = gaussian_smooth(torch.rand(1, 1, *shape, generator=generator), [1.0] * len(shape)).double().requires_grad_()
+    y = (0.5 * x.detach() + 0.1 * torch.rand(1, 1, *shape, generator=generator, dtype=torch.float64))
     fast, direct = lncc_loss(x, y, window=5), _direct_lncc(x, y, 5)
     assert float(fast.detach()) == pytest.approx(float(direct.detach()), rel=1e-9)
     fast_gradient, = torch.autograd.grad(fast, x)

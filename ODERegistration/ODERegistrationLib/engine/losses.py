@@ -57,9 +57,16 @@ def lncc_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch
     Insensitive to a local linear change of contrast, which suits intra-modality pairs such as cine frames.
     """
     pool = F.avg_pool2d if warped.dim() == 4 else F.avg_pool3d
+    padding = [window // 2] * (2 * (warped.dim() - 2))
+
+    def window_means(tensor: torch.Tensor) -> torch.Tensor:
+        """Means over the windows clipped at the border: zero-padded sums over padded counts (3-D pooling refuses
+        an axis shorter than the window, as a stack of a few slices has, even with padding)."""
+        return pool(F.pad(tensor, padding), window, stride=1)
+
     stacked = torch.cat([warped, target, warped * warped, target * target, warped * target], dim=1)
-    mu_x, mu_y, xx, yy, xy = pool(stacked, window, stride=1, padding=window // 2,
-                                  count_include_pad=False).unbind(dim=1)
+    counts = window_means(torch.ones_like(warped[:1, :1]))
+    mu_x, mu_y, xx, yy, xy = (window_means(stacked) / counts).unbind(dim=1)
     cov, var_x, var_y = xy - mu_x * mu_y, (xx - mu_x * mu_x).clamp_min(0), (yy - mu_y * mu_y).clamp_min(0)
     cc = cov * cov / (var_x * var_y + LNCC_EPSILON)
     return 1.0 - weighted_mean(cc, weight)

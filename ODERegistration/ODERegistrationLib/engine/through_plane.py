@@ -9,8 +9,9 @@ the moving stack resampled through it, at their full in-plane detail. The result
     D_F = T_F ∘ S_F (each fixed voxel goes in-plane first, then through the 3-D map),
     D_B = S_B ∘ T_B,
 
-both on the stack's grid. A strongly smoothed T keeps that composition free of folds, which two sharp maps
-composed across 10 mm slices are not.
+both on the stack's grid. A strongly smoothed T keeps the forward composition free of folds, which two sharp maps
+composed across 10 mm slices are not; the backward one evaluates the slices' maps between slices and can still
+fold (docs/benchmarks.md), which is why ``through_plane_sigma_mm`` is 0 (off) by default.
 """
 from __future__ import annotations
 

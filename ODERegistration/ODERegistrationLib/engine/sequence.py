@@ -136,7 +136,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
                           ((box.start[2], box.start[1], 0), (box.stop[2] - 1, box.stop[1] - 1, size[2] - 1))]
     # the batch stacks every phase's slices along one axis: it is no anatomy, so no through-plane map across it
     result = register_images(fixed, moving, parameters.replace(mode="slices", through_plane_sigma_mm=0.0),
-                             moving_labels=moving_labels, progress=progress, cancel=cancel, region_corners=region_corners,
+                             moving_labels=moving_labels, progress=progress, cancel=cancel,
+                             region_corners=region_corners,
                              names={"fixed": names["cine"], "moving": f"{names['cine']} phase {reference_phase}",
                                     "moving_labels": names["labels"]})
 

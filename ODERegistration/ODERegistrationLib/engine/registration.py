@@ -167,7 +167,7 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
     masks = None
     if min(weight[region.slices].min() for weight in weights) < 1:
         masks = tuple(weight[region.slices] for weight in weights)
-    if fits_through_plane(inside, parameters):
+    if fits_through_plane(inside, parameters, in_region=not region.is_whole(fixed_array.shape)):
         fields, inside = fit_through_plane_then_slices(fixed_crop, moving_crop, masks, inside, parameters, device,
                                                        progress, cancel)
     else:

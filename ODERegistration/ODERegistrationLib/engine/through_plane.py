@@ -9,9 +9,10 @@ the moving stack resampled through it, at their full in-plane detail. The result
     D_F = T_F ∘ S_F (each fixed voxel goes in-plane first, then through the 3-D map),
     D_B = S_B ∘ T_B,
 
-both on the stack's grid. A strongly smoothed T keeps the forward composition free of folds, which two sharp maps
-composed across 10 mm slices are not; the backward one evaluates the slices' maps between slices and can still
-fold (docs/benchmarks.md), which is why ``through_plane_sigma_mm`` is 0 (off) by default.
+both on the stack's grid. A strongly smoothed T keeps both compositions free of folds, which two sharp maps
+composed across 10 mm slices are not: the backward one evaluates the slices' maps between slices, and with T
+smoothed over 10 mm it still folded on an ACDC stack, over 15 mm on the Sunnybrook stack, over 20 mm (the
+default) or 30 mm on none (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ MIN_SLICES = 4
 """The 3-D map needs at least this many voxels along every axis (the pyramid and the net's 3-D convolutions)."""
 
 
-def fits_through_plane(layout: TensorLayout, parameters: RegistrationParameters) -> bool:
-    """Whether this region of a stack gets the 3-D through-plane map first."""
-    return (layout.mode == "slices" and parameters.through_plane_sigma_mm > 0
+def fits_through_plane(layout: TensorLayout, parameters: RegistrationParameters, in_region: bool) -> bool:
+    """Whether this region of a stack gets the 3-D through-plane map first: only a region around the anatomy
+    (``in_region``), since over a whole field of view the smooth map follows the thorax, not the heart, and lost
+    Dice on four of the five benchmark stacks (docs/benchmarks.md)."""
+    return (in_region and layout.mode == "slices" and parameters.through_plane_sigma_mm > 0
             and min(layout.array_shape) >= MIN_SLICES)
 
 

@@ -51,9 +51,10 @@ CINE_PHASES = (7, 12, 18)  # ES, mid-diastole, ED (the reference, item 2)
 CINE_SLICES = (4, 5)
 
 
-def cine_piece(image: sitk.Image) -> sitk.Image:
-    """Two mid-ventricular slices of the development cine at three phases, at half resolution: 128 x 128 x 2 x 3."""
-    volumes = [sitk.Shrink(image[:, :, CINE_SLICES[0]:CINE_SLICES[-1] + 1, t], [2, 2, 1]) for t in CINE_PHASES]
+def cine_piece(image: sitk.Image, slices=CINE_SLICES) -> sitk.Image:
+    """Some slices (by default two mid-ventricular ones) of the development cine at three phases, at half
+    resolution: 128 x 128 x 2 x 3."""
+    volumes = [sitk.Shrink(image[:, :, slices[0]:slices[-1] + 1, t], [2, 2, 1]) for t in CINE_PHASES]
     return sitk.JoinSeries(volumes, 0.0, 40.0)
 
 

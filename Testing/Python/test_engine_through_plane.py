@@ -2,9 +2,12 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from ODERegistrationLib.engine import RegistrationParameters, register_images
-from ODERegistrationLib.engine.metrics import label_scores
+from ODERegistrationLib.engine.layout import TensorLayout
+from ODERegistrationLib.engine.metrics import jacobian_determinant, label_scores
+from ODERegistrationLib.engine.registration import stackwise
 
 SLICE_MM = 6.0
 SHIFT_MM = 6.0
@@ -60,3 +63,20 @@ def test_a_whole_image_keeps_the_slices_only(stack_pair):
                             moving_labels=labels[1])
     assert whole.report["through_plane"] is None
     assert np.all(sitk.GetArrayFromImage(whole.forward)[..., 2] == 0)
+
+
+def test_stacks_in_one_batch_never_reach_into_each_other():
+    """A cine's phases are stacks one after another along k: each is its own volume of the 3-D batch, and its
+    Jacobian is taken on its own (a field moving the two stacks apart would fold where they meet)."""
+    layout = TensorLayout("3d", (8, 5, 6), (10.0, 1.0, 1.0), stacks=2)
+    array = np.arange(8 * 5 * 6, dtype=np.float32).reshape(8, 5, 6)
+    assert np.array_equal(layout.to_tensor(array, torch.device("cpu"))[1, 0].numpy(), array[4:])
+    vectors = np.random.default_rng(0).normal(size=(8, 5, 6, 3))
+    back = layout.to_voxel_displacement(layout.from_voxel_displacement(vectors, torch.device("cpu")))
+    assert np.allclose(back, vectors, atol=1e-5)
+    apart = np.zeros((8, 5, 6, 3))
+    apart[:4, ..., 2], apart[4:, ..., 2] = 12.0, -12.0  # mm along k: the first stack up, the second down
+    field = sitk.GetImageFromArray(apart, isVector=True)
+    field.SetSpacing((1.0, 1.0, 10.0))
+    assert jacobian_determinant(field).min() < 0  # across the seam, as one volume
+    assert np.allclose(stackwise(2, jacobian_determinant, field), 1.0)

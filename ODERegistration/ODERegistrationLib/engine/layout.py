@@ -32,6 +32,14 @@ class TensorLayout:
     """Spacing along the array axes."""
     slice_axis: int | None = None
     """Array axis that runs across slices, in slices mode (and the one-voxel axis of a single slice)."""
+    stacks: int = 1
+    """How many stacks of equal depth the array holds one after another along its first axis (a cine's phases in
+    one batch): in 3-D each is its own volume of the batch, so no map or resampling runs from one into the next."""
+
+    @property
+    def stack_shape(self) -> Tuple[int, ...]:
+        """Shape of one stack's array."""
+        return (self.array_shape[0] // self.stacks,) + tuple(self.array_shape[1:])
 
     @property
     def spacing(self) -> Tuple[float, ...]:
@@ -46,7 +54,7 @@ class TensorLayout:
 
     def to_tensor(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
         if self.slice_axis is None:
-            batched = array[None, None]
+            batched = array.reshape((self.stacks, 1) + self.stack_shape)
         else:
             batched = np.moveaxis(array, self.slice_axis, 0)[:, None]
         return torch.from_numpy(np.ascontiguousarray(batched, dtype=np.float32)).to(device)
@@ -56,7 +64,7 @@ class TensorLayout:
         voxels = normalized_to_voxels(field).detach().cpu().double()
         vectors = torch.movedim(voxels, 1, -1).numpy()
         if self.slice_axis is None:
-            return np.ascontiguousarray(vectors[0])
+            return np.ascontiguousarray(vectors.reshape(self.array_shape + vectors.shape[-1:]))
         dim = len(self.array_shape)
         in_plane_array_axes = [axis for axis in range(dim) if axis != self.slice_axis]
         full = np.zeros((vectors.shape[0],) + vectors.shape[1:-1] + (dim,))
@@ -74,7 +82,7 @@ class TensorLayout:
             in_plane = [axis for axis in range(dim) if axis != self.slice_axis]
             channels = np.moveaxis(vectors, self.slice_axis, 0)[..., [dim - 1 - axis for axis in reversed(in_plane)]]
         if self.slice_axis is None:
-            channels = channels[None]
+            channels = channels.reshape((self.stacks,) + self.stack_shape + channels.shape[-1:])
         field = torch.movedim(torch.from_numpy(np.ascontiguousarray(channels, dtype=np.float32)), -1, 1).to(device)
         return voxels_to_normalized(field)
 

@@ -8,10 +8,11 @@ optimizer fits lives on the fixed grid. Outputs are ITK displacement fields in L
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -54,12 +55,14 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                     progress: ProgressCallback = None, cancel: CancelCheck = None,
                     names: Optional[Dict[str, str]] = None, fixed_mask: Optional[sitk.Image] = None,
                     moving_mask: Optional[sitk.Image] = None,
-                    region_corners: Optional[Sequence[Sequence[float]]] = None) -> RegistrationResult:
+                    region_corners: Optional[Sequence[Sequence[float]]] = None, stacks: int = 1) -> RegistrationResult:
     """Run the registration on images with physical geometry; ``names`` label inputs in error messages.
 
     ``fixed_mask`` / ``moving_mask`` (label maps on their image's grid; nonzero = inside) restrict the similarity.
     ``region_corners`` (physical LPS points, such as a box's corners) fit the map in the box of the fixed grid that
     covers them; otherwise ``parameters.region`` decides (see region.py).
+    ``stacks`` > 1: both images (on one grid) hold that many stacks of equal depth one after another along k, a
+    cine's phases in one batch; each gets its own through-plane map, and resampling and Jacobians stay inside it.
     """
     names = {"fixed": "fixed image", "moving": "moving image", "fixed_labels": "fixed labels",
              "moving_labels": "moving labels", "fixed_mask": "fixed mask", "moving_mask": "moving mask",
@@ -85,7 +88,11 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
 
     region = _choose_region(parameters, fixed, fixed_array.shape, moving_labels, fixed_mask, moving_mask,
                             region_corners, names)
-    layout = choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1])
+    if stacks > 1 and region.shape[0] != fixed_array.shape[0]:
+        raise ValueError(f"a batch of {stacks} stacks is fitted over its whole depth, not over slices "
+                         f"{region.start[0]} to {region.stop[0] - 1}")
+    layout = dataclasses.replace(choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1]),
+                                 stacks=stacks)
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
@@ -102,9 +109,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)  # the outputs below take seconds on large grids (a whole cine's batch)
 
     forward, backward = (displacement_image(voxels, fixed) for voxels in (forward_voxels, backward_voxels))
-    warped = resample(moving, fixed, forward)
-    inverse_warped = resample(sitk.Cast(fixed, sitk.sitkFloat32), moving, backward)
-    determinant, inverse_determinant = jacobian_determinant(forward), jacobian_determinant(backward)
+    warped = stackwise(stacks, resample, moving, fixed, forward)
+    inverse_warped = stackwise(stacks, resample, sitk.Cast(fixed, sitk.sitkFloat32), moving, backward)
+    determinant, inverse_determinant = (stackwise(stacks, jacobian_determinant, field) for field in (forward, backward))
     jacobian, inverse_jacobian = (sitk.GetImageFromArray(array.astype(np.float32))
                                   for array in (determinant, inverse_determinant))
     jacobian.CopyInformation(fixed)
@@ -150,7 +157,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, inverse_jacobian, report=report)
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
-        result.warped_labels = warp_labels(moving_labels, fixed, forward)
+        result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
     return result
@@ -240,6 +247,22 @@ def displacement_image(voxels: np.ndarray, reference: sitk.Image) -> sitk.Image:
     image = sitk.GetImageFromArray(physical, isVector=True)
     image.CopyInformation(reference)
     return image
+
+
+def stackwise(stacks: int, function: Callable[..., Union[sitk.Image, np.ndarray]],
+              *images: sitk.Image) -> Union[sitk.Image, np.ndarray]:
+    """``function`` of images on one grid, applied to each of the ``stacks`` stacks they hold along k and joined
+    along k: no resampling or derivative reaches from one stack (a cine's phase) into the next."""
+    if stacks == 1:
+        return function(*images)
+    depth = images[0].GetSize()[2] // stacks
+    parts = [function(*(image[:, :, s * depth:(s + 1) * depth] for image in images)) for s in range(stacks)]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    joined = sitk.GetImageFromArray(np.concatenate([sitk.GetArrayViewFromImage(part) for part in parts]),
+                                    isVector=parts[0].GetNumberOfComponentsPerPixel() > 1)
+    joined.CopyInformation(images[0])
+    return joined
 
 
 def resample(image: sitk.Image, reference: sitk.Image, displacement: sitk.Image,

@@ -1,9 +1,10 @@
 """A cine sequence: the labels drawn on one phase carried to every phase, with volumes and ejection fraction.
 
 Every phase is registered from the reference phase directly (the reference is the moving image, the phase the
-fixed one, so the reference labels are propagated onto each phase's grid). Each labelled slice of each phase is
-an independent 2-D problem, so all of them run as one batch in the engine's slice-by-slice layout, inside the
-region around the labels: one optimization for the whole sequence.
+fixed one, so the reference labels are propagated onto each phase's grid). The labelled slices of every phase are
+stacked into one batch, inside the region around the labels: each phase's stack first gets its own smooth
+through-plane map (through_plane.py), all phases in one 3-D batch, then each slice of each phase its in-plane map,
+all in one 2-D batch.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .metrics import folding, label_scores
 from .parameters import RegistrationParameters
 from .progress import CancelCheck, ProgressCallback, RegistrationCancelled
 from .region import region_from_corners
-from .registration import RegistrationResult, register_images, resample
+from .registration import RegistrationResult, register_images, resample, stackwise
 from .validation import InputError, check_image, check_labels, same_grid
 
 
@@ -123,7 +124,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     names = {"cine": "cine", "labels": "labels", **(names or {})}
     reference = cine.phases[reference_phase]
     label_array = sitk.GetArrayFromImage(labels)
-    slices = [k for k in range(label_array.shape[0]) if label_array[k].any()]
+    labelled = [k for k in range(label_array.shape[0]) if label_array[k].any()]
+    slices = list(range(labelled[0], labelled[-1] + 1))  # with any unlabelled slice between: a stack of anatomy
     others = [t for t in range(len(cine.phases)) if t != reference_phase]
     stack = lambda arrays: _stack_image(np.concatenate(arrays), reference)
     fixed = stack([sitk.GetArrayFromImage(cine.phases[t])[slices] for t in others])
@@ -134,10 +136,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
         size = fixed.GetSize()
         region_corners = [fixed.TransformIndexToPhysicalPoint(corner) for corner in
                           ((box.start[2], box.start[1], 0), (box.stop[2] - 1, box.stop[1] - 1, size[2] - 1))]
-    # the batch stacks every phase's slices along one axis: it is no anatomy, so no through-plane map across it
-    result = register_images(fixed, moving, parameters.replace(mode="slices", through_plane_sigma_mm=0.0),
-                             moving_labels=moving_labels, progress=progress, cancel=cancel,
-                             region_corners=region_corners,
+    result = register_images(fixed, moving, parameters.replace(mode="slices"), moving_labels=moving_labels,
+                             progress=progress, cancel=cancel, region_corners=region_corners, stacks=len(others),
                              names={"fixed": names["cine"], "moving": f"{names['cine']} phase {reference_phase}",
                                     "moving_labels": names["labels"]})
 
@@ -160,8 +160,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     report = {
         "phases": len(cine.phases), "reference_phase": reference_phase, "labelled_slices": slices,
         "times_ms": cine.times_ms, "seconds": seconds, "seconds_per_phase": round(seconds / len(others), 3),
-        "batch": {key: result.report[key] for key in ("iterations", "device", "mode", "region", "similarity",
-                                                       "warnings")},
+        "batch": {key: result.report[key] for key in ("iterations", "device", "mode", "through_plane", "region",
+                                                       "similarity", "warnings")},
         "folded_voxels": int(sum(r.get("folded_voxels", 0) for r in phase_reports)),
         "per_phase": phase_reports,
         "labels": {str(v): _cycle(volumes[v]) for v in values},
@@ -195,7 +195,7 @@ def _split(result: RegistrationResult, phases: int, slices: Sequence[int], refer
     before each phase."""
     arrays = [sitk.GetArrayFromImage(image) for image in (result.forward, result.backward, result.warped_labels)]
     round_trip = np.linalg.norm(arrays[0] + sitk.GetArrayFromImage(
-        resample(result.backward, result.forward, result.forward)), axis=-1)
+        stackwise(phases, resample, result.backward, result.forward, result.forward)), axis=-1)
     determinant = sitk.GetArrayFromImage(result.jacobian)  # both computed by register_images
     inverse_determinant = sitk.GetArrayFromImage(result.inverse_jacobian)
     count = len(slices)

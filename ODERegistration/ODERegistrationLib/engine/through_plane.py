@@ -37,7 +37,7 @@ def fits_through_plane(layout: TensorLayout, parameters: RegistrationParameters,
     (``in_region``), since over a whole field of view the smooth map follows the thorax, not the heart, and lost
     Dice on four of the five benchmark stacks (docs/benchmarks.md)."""
     return (in_region and layout.mode == "slices" and parameters.through_plane_sigma_mm > 0
-            and min(layout.array_shape) >= MIN_SLICES)
+            and min(layout.stack_shape) >= MIN_SLICES)
 
 
 def fit_through_plane_then_slices(fixed: np.ndarray, moving: np.ndarray,
@@ -47,7 +47,7 @@ def fit_through_plane_then_slices(fixed: np.ndarray, moving: np.ndarray,
                                   cancel: CancelCheck = None) -> Tuple[FieldPair, TensorLayout]:
     """Fit T on the stack as a volume, then the slices on moving ∘ T; returns the composed maps and the volume
     layout they are expressed in. ``fixed`` / ``moving`` are the stack's arrays, intensities in [0, 1]."""
-    volume = TensorLayout("3d", slices.array_shape, slices.array_spacing)
+    volume = TensorLayout("3d", slices.array_shape, slices.array_spacing, stacks=slices.stacks)
     planned = parameters.iterations_3d + parameters.iterations
     fixed_volume, moving_volume = volume.to_tensor(fixed, device), volume.to_tensor(moving, device)
     volume_masks = None if masks is None else tuple(volume.to_tensor(mask, device) for mask in masks)
@@ -57,7 +57,8 @@ def fit_through_plane_then_slices(fixed: np.ndarray, moving: np.ndarray,
 
     def resampled_slices(volume_tensor: torch.Tensor) -> torch.Tensor:
         """A volume tensor resampled through T, as the slices' batch."""
-        return slices.to_tensor(warp(volume_tensor, through.forward)[0, 0].cpu().numpy(), device)
+        return slices.to_tensor(warp(volume_tensor, through.forward)[:, 0].reshape(volume.array_shape).cpu().numpy(),
+                                device)
 
     slice_masks = None
     if masks is not None:

@@ -103,6 +103,19 @@ def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, 
     assert report["expert"]["expert"]["ef_percent"] > 0
 
 
+def test_a_2d_plus_time_cine_is_written_in_its_own_layout(cine_piece_files, tmp_path):
+    """A 3-D image read as 2-D + time (--time-axis): one slice per phase, each phase a stack of one."""
+    cine, labels = (sitk.ReadImage(str(cine_piece_files[key])) for key in ("cine", "labels"))
+    paths = {"cine": tmp_path / "cine2dt.nii.gz", "labels": tmp_path / "labels2d.nii.gz"}
+    sitk.WriteImage(sitk.JoinSeries([cine[:, :, 0, t] for t in range(3)]), str(paths["cine"]))
+    sitk.WriteImage(labels[:, :, 0, 2], str(paths["labels"]))
+    assert sequence(paths, tmp_path / "out", "--time-axis", "--iterations", "20") == 0
+    propagated = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
+    assert propagated.GetSize() == (128, 128, 3)
+    assert np.array_equal(sitk.GetArrayFromImage(propagated)[2], sitk.GetArrayFromImage(labels[:, :, 0, 2]))
+    assert all(sitk.GetArrayFromImage(propagated)[t].any() for t in (0, 1))
+
+
 @pytest.mark.parametrize("case, message", [
     ("3-D without --time-axis", "give --time-axis"),
     ("reference phase out of range", "out of range"),

@@ -2,9 +2,9 @@
 
 Every phase is registered from the reference phase directly (the reference is the moving image, the phase the
 fixed one, so the reference labels are propagated onto each phase's grid). The labelled slices of every phase are
-stacked into one batch, inside the region around the labels: each phase's stack first gets its own smooth
-through-plane map (through_plane.py), all phases in one 3-D batch, then each slice of each phase its in-plane map,
-all in one 2-D batch.
+stacked into one batch, inside the region around the labels: each slice of each phase gets its in-plane map, all in
+one 2-D batch. With a through-plane σ (off in the ``sequence`` preset: it costs minutes, docs/benchmarks.md), each
+phase's stack first gets its own smooth through-plane map (through_plane.py), all phases in one 3-D batch.
 """
 from __future__ import annotations
 

@@ -52,12 +52,13 @@ class TensorLayout:
         """The same layout for a box of the image."""
         return dataclasses.replace(self, array_shape=tuple(int(n) for n in shape))
 
-    def to_tensor(self, array: np.ndarray, device: torch.device) -> torch.Tensor:
+    def to_tensor(self, array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+        """An image array (numpy, or a tensor already on the device) as the optimizer's (B, 1, *spatial) batch."""
+        tensor = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array,
+                                 dtype=torch.float32, device=device)
         if self.slice_axis is None:
-            batched = array.reshape((self.stacks, 1) + self.stack_shape)
-        else:
-            batched = np.moveaxis(array, self.slice_axis, 0)[:, None]
-        return torch.from_numpy(np.ascontiguousarray(batched, dtype=np.float32)).to(device)
+            return tensor.reshape((self.stacks, 1) + self.stack_shape)
+        return torch.movedim(tensor, self.slice_axis, 0).unsqueeze(1).contiguous()
 
     def to_voxel_displacement(self, field: torch.Tensor) -> np.ndarray:
         """Normalized field (B, d, *spatial) -> voxel displacement of shape (*array_shape, dim), components (i, j[, k])."""

@@ -57,8 +57,7 @@ def fit_through_plane_then_slices(fixed: np.ndarray, moving: np.ndarray,
 
     def resampled_slices(volume_tensor: torch.Tensor) -> torch.Tensor:
         """A volume tensor resampled through T, as the slices' batch."""
-        return slices.to_tensor(warp(volume_tensor, through.forward)[:, 0].reshape(volume.array_shape).cpu().numpy(),
-                                device)
+        return slices.to_tensor(warp(volume_tensor, through.forward)[:, 0].reshape(volume.array_shape), device)
 
     slice_masks = None
     if masks is not None:

@@ -56,13 +56,20 @@ def lncc_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch
 
     Insensitive to a local linear change of contrast, which suits intra-modality pairs such as cine frames.
     """
-    pool = F.avg_pool2d if warped.dim() == 4 else F.avg_pool3d
-    padding = [window // 2] * (2 * (warped.dim() - 2))
+    dim = warped.dim() - 2
+    pool = F.avg_pool2d if dim == 2 else F.avg_pool3d
 
     def window_means(tensor: torch.Tensor) -> torch.Tensor:
         """Means over the windows clipped at the border: zero-padded sums over padded counts (3-D pooling refuses
-        an axis shorter than the window, as a stack of a few slices has, even with padding)."""
-        return pool(F.pad(tensor, padding), window, stride=1)
+        an axis shorter than the window, as a stack of a few slices has, even with padding). The box is
+        separable, one axis at a time: 3 x 7 instead of 7^3 additions per voxel in 3-D."""
+        for axis in range(dim):
+            kernel = [1] * dim
+            kernel[axis] = window
+            padding = [0] * (2 * dim)
+            padding[2 * (dim - 1 - axis)] = padding[2 * (dim - 1 - axis) + 1] = window // 2
+            tensor = pool(F.pad(tensor, padding), kernel, stride=1)
+        return tensor
 
     stacked = torch.cat([warped, target, warped * warped, target * target, warped * target], dim=1)
     counts = window_means(torch.ones_like(warped[:1, :1]))

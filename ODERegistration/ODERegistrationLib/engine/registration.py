@@ -45,6 +45,8 @@ class RegistrationResult:
     """det J of the forward map, on the fixed grid."""
     inverse_jacobian: sitk.Image
     """det J of the backward map, on the fixed grid (where it is defined)."""
+    round_trip_mm: np.ndarray
+    """|x - D_B(D_F(x))| at each voxel of the fixed grid (array order), in mm: how far the inverse is from one."""
     warped_labels: Optional[sitk.Image] = None
     report: Dict = field(default_factory=dict)
 
@@ -154,7 +156,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         "versions": {"oderegistration": __version__, "torch": torch.__version__, "SimpleITK": sitk.Version_VersionString(),
                      "python": platform.python_version()},
     }
-    result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, inverse_jacobian, report=report)
+    result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, inverse_jacobian, round_trip_mm,
+                                report=report)
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)

@@ -266,38 +266,43 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onInstallDependencies()
         return not _missingPackages()
 
-    def onApplySequenceButton(self) -> None:
-        if not self._dependenciesReady():
-            return
-        from ODERegistrationLib.logic import SequenceLogic, SequenceRequest
-
-        node = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not start the sequence.", waitCursor=True):
-            self.sequenceLogic = self.sequenceLogic or SequenceLogic()
-            parameters = load_preset(node.sequencePreset, [self._userPresetFolder()])
-            request = SequenceRequest(node.volumeSequence, node.referenceFrame, node.sequenceSegmentation, parameters)
-            self._started(self.sequenceLogic, self.sequenceLogic.start(request))
-
-    def _started(self, logic, run) -> None:
-        self.runLogic, self.run = logic, run
-        self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = "Starting..."
-        self.ui.resultsText.plainText = ""
-        self._timer.start()
-        self._updateApplyButton()
-
     def onApplyButton(self) -> None:
+        self._startJob("registration", self._startRegistration)
+
+    def onApplySequenceButton(self) -> None:
+        self._startJob("sequence", self._startSequence)
+
+    def _startJob(self, what: str, start) -> None:
+        """Run ``start`` (which returns the logic and the run it started) once torch is there; a request that cannot
+        be made is shown to the user, and the panel then follows the run."""
         if not self._dependenciesReady():
             return
+        with slicer.util.tryWithErrorDisplay(f"Could not start the {what}.", waitCursor=True):
+            self.runLogic, self.run = start()
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "Starting..."
+            self.ui.resultsText.plainText = ""
+            self._timer.start()
+            self._updateApplyButton()
+
+    def _startRegistration(self):
         from ODERegistrationLib.logic import RegistrationLogic, RegistrationRequest
 
         node = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not start the registration.", waitCursor=True):
-            self.logic = self.logic or RegistrationLogic()
-            request = RegistrationRequest(node.fixedVolume, node.movingVolume, parameters_from_node(node),
-                                          node.movingSegmentation, node.fixedSegmentation, node.regionROI,
-                                          node.fixedMask, node.movingMask)
-            self._started(self.logic, self.logic.start(request, self._outputRequest()))
+        self.logic = self.logic or RegistrationLogic()
+        request = RegistrationRequest(node.fixedVolume, node.movingVolume, parameters_from_node(node),
+                                      node.movingSegmentation, node.fixedSegmentation, node.regionROI,
+                                      node.fixedMask, node.movingMask)
+        return self.logic, self.logic.start(request, self._outputRequest())
+
+    def _startSequence(self):
+        from ODERegistrationLib.logic import SequenceLogic, SequenceRequest
+
+        node = self._parameterNode
+        self.sequenceLogic = self.sequenceLogic or SequenceLogic()
+        parameters = load_preset(node.sequencePreset, [self._userPresetFolder()])
+        request = SequenceRequest(node.volumeSequence, node.referenceFrame, node.sequenceSegmentation, parameters)
+        return self.sequenceLogic, self.sequenceLogic.start(request)
 
     def onCancelButton(self) -> None:
         if self.run is not None:

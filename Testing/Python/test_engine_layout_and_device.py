@@ -7,8 +7,10 @@ import SimpleITK as sitk
 import torch
 
 from ODERegistrationLib.engine import DeviceError, InputError, RegistrationParameters, register_images
-from ODERegistrationLib.engine.device import choose_device, is_out_of_memory, net_precision, out_of_memory_message
+from ODERegistrationLib.engine.device import (choose_device, is_out_of_memory, net_memory_format, net_precision,
+                                              out_of_memory_message)
 from ODERegistrationLib.engine.layout import choose_layout
+from ODERegistrationLib.engine.network import VelocityNet
 
 from conftest import load_pair, shrink_pair
 
@@ -80,6 +82,24 @@ def test_only_a_bf16_capable_gpu_runs_the_net_in_reduced_precision(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     context = net_precision(torch.device("cuda"))
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_the_cpu_layout_of_the_net_changes_speed_not_the_velocity(dim):
+    """The net's weights are channels-last on the CPU: each slice's velocity must still come from its own group of
+    channels, in its own direction, as with the default layout."""
+    fields, shape = 3, (6, 7, 5)[:dim]
+    torch.manual_seed(0)
+    default = VelocityNet(dim, fields, kernel_size=3)
+    for parameter in default.parameters():  # weights of order 1: a mixed-up channel would show
+        torch.nn.init.normal_(parameter)
+    channels_last = VelocityNet(dim, fields, kernel_size=3)
+    channels_last.load_state_dict(default.state_dict())
+    channels_last.to(memory_format=net_memory_format(torch.device("cpu"), dim))
+    assert not next(channels_last.parameters()).is_contiguous()
+    grids, displacement = torch.randn(2, dim, *shape), torch.randn(2 * fields, dim, *shape)
+    expected, velocity = default(grids, displacement), channels_last(grids, displacement)
+    assert (velocity - expected).abs().max() < 1e-5 * expected.abs().max()  # float32 rounding of another order
 
 
 def test_slice_by_slice_on_a_real_stack_keeps_slices_apart(data_dir):

@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from .device import net_precision
+from .device import net_memory_format, net_precision
 from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
 from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
 from .network import VelocityNet
@@ -122,7 +122,8 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     kernel = parameters.kernel_size_2d if dim == 2 else parameters.kernel_size_3d
     with torch.random.fork_rng(devices=[]):  # the seed is this run's, the caller's random state stays as it was
         torch.manual_seed(parameters.seed)
-        net = VelocityNet(dim, fields, parameters.conv_layers, parameters.channels, kernel).to(fixed.device)
+        net = VelocityNet(dim, fields, parameters.conv_layers, parameters.channels, kernel).to(
+            fixed.device, memory_format=net_memory_format(fixed.device, dim))
     optimizer = torch.optim.Adam(net.parameters(), lr=parameters.learning_rate)
 
     start = time.perf_counter()

@@ -2,7 +2,6 @@
 the engine and with independent readers (SimpleITK, MRML resampling); inputs are never changed; Cancel is clean."""
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402

@@ -183,7 +183,6 @@ def option_flag(name: str) -> str:
     return specs()[name].flag or "--" + name.replace("_", "-")
 
 
-
 def markdown_table() -> str:
     """docs/parameters.md: every parameter with its option, default, paper value, range and help."""
     rows = ["| parameter | option | default | paper | allowed | what |", "|---|---|---|---|---|---|"]

@@ -70,8 +70,8 @@ def test_each_phase_round_trip_is_that_of_its_written_fields(run):
 
 @pytest.fixture(scope="module")
 def stack_run():
-    """Five slices (2 to 6, from near the apex to mid-ventricle) at three phases: deep enough for each phase's stack to get
-    its own through-plane map."""
+    """Five slices (2 to 6, from near the apex to mid-ventricle) at three phases: deep enough for each phase's stack
+    to get its own through-plane map."""
     cine = read_cine(cine_piece(sitk.ReadImage(str(CINE / "SCD0000101_cine.nii.gz")), STACK_SLICES), False, "cine")
     labels = cine_piece(sitk.ReadImage(str(CINE / "SCD0000101_cine_labels.nii.gz")), STACK_SLICES)
     parameters = load_preset("sequence").replace(iterations=30, iterations_3d=30, through_plane_sigma_mm=20.0)

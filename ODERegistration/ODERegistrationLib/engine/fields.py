@@ -76,17 +76,27 @@ def gaussian_smooth(tensor: torch.Tensor, sigmas: Sequence[float]) -> torch.Tens
     for axis, sigma in enumerate(sigmas):
         if sigma <= 0:
             continue
-        radius = max(1, int(round(3.0 * sigma)))
-        offsets = torch.arange(-radius, radius + 1, device=tensor.device, dtype=tensor.dtype)
-        kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        kernel_shape = [1] * dim
-        kernel_shape[axis] = kernel.numel()
-        weight = kernel.reshape(1, 1, *kernel_shape).repeat(channels, 1, *([1] * dim))
+        weight = _gaussian_kernel(float(sigma), dim, axis, channels, tensor.device, tensor.dtype)
+        radius = weight.shape[2 + axis] // 2
         padding = [0, 0] * dim
         padding[2 * (dim - 1 - axis)] = padding[2 * (dim - 1 - axis) + 1] = radius
         tensor = conv(F.pad(tensor, padding, mode="replicate"), weight, groups=channels)
     return tensor
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_kernel(sigma: float, dim: int, axis: int, channels: int, device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """One axis' kernel of :func:`gaussian_smooth`, (channels, 1, 1.., 2r + 1, ..1), radius r = 3 sigma. Cached: the
+    optimizer smooths with the same few kernels at every iteration, and building one costs as much as using it.
+    Never modify it in place."""
+    radius = max(1, int(round(3.0 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    kernel_shape = [1] * dim
+    kernel_shape[axis] = kernel.numel()
+    return kernel.reshape(1, 1, *kernel_shape).repeat(channels, 1, *([1] * dim))
 
 
 def normalized_to_voxels(displacement: torch.Tensor) -> torch.Tensor:

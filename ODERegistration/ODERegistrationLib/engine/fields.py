@@ -170,7 +170,29 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
 
 FALLBACK_RADII = (2, 4, 8, 16)
 """Radii (voxels) of the neighbourhood of the refined inverse's folds where :func:`refine_inverse` falls back to
-the given inverse, tried in turn."""
+the given inverse, and of the folds :func:`smooth_folds` smooths, tried in turn."""
+
+
+def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
+    """The map with its folds (det J <= 0) smoothed away, the rest of it unchanged.
+
+    A map fitted on a coarser grid can fold in a few voxels once upsampled and written, where it compresses most.
+    Around those voxels, each batch element's displacement fades into its own Gaussian-smoothed copy (smoothing
+    lowers the compression), over the smallest radius that leaves no fold; an element that still folds at the
+    largest keeps that last, least folded attempt.
+    """
+    folded = (jacobian_determinant(displacement) <= 0).unsqueeze(1).to(displacement.dtype)
+    pending = folded.flatten(1).any(dim=1)
+    chosen = displacement
+    for radius in FALLBACK_RADII:
+        if not pending.any():
+            break
+        weight = _fade_around(folded, radius)
+        smoothed = gaussian_smooth(displacement, [radius / 2.0] * (displacement.dim() - 2))
+        candidate = weight * smoothed + (1 - weight) * displacement
+        chosen = torch.where(pending.reshape(-1, *([1] * (displacement.dim() - 1))), candidate, chosen)
+        pending = pending & (jacobian_determinant(candidate) <= 0).flatten(1).any(dim=1)
+    return chosen
 
 
 def _fade_around(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .device import DeviceError, choose_device, is_out_of_memory, out_of_memory_message
-from .fields import clear_identity_grid_cache, compose, refine_inverse
+from .fields import clear_identity_grid_cache, compose, refine_inverse, smooth_folds
 from .layout import TensorLayout, choose_layout
 from .metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
 from .optimizer import optimize_fields
@@ -189,11 +189,22 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
         embed_displacement(inside.to_voxel_displacement(field), region, fixed_array.shape, spacing)
         for field in (fields.forward, fields.backward))
     forward, backward = (layout.from_voxel_displacement(voxels, device) for voxels in (forward_voxels, backward_voxels))
+    forward, forward_voxels = _without_folds(forward, forward_voxels, layout)
     if parameters.inverse_refinement_steps > 0:
         backward = refine_inverse(forward, backward, parameters.inverse_refinement_steps)
         backward_voxels = layout.to_voxel_displacement(backward)
+    backward, backward_voxels = _without_folds(backward, backward_voxels, layout)
     round_trip = layout.to_voxel_displacement(compose(backward, forward))
     return fields, forward_voxels, backward_voxels, round_trip, fade_mm
+
+
+def _without_folds(field: torch.Tensor, voxels: np.ndarray, layout: TensorLayout):
+    """:func:`smooth_folds` on a field held both as a tensor and in voxel units; a field without folds comes back
+    as it was, bit for bit."""
+    smoothed = smooth_folds(field)
+    if smoothed is field:
+        return field, voxels
+    return smoothed, layout.to_voxel_displacement(smoothed)
 
 
 def _stop_if_cancelled(cancel: CancelCheck) -> None:

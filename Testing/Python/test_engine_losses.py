@@ -69,7 +69,8 @@ def _direct_mutual_information(x: torch.Tensor, y: torch.Tensor, weight: torch.T
     a value v sits at 1 + v (bins - 3) bins and adds beta3(that - j) to bin j (Mattes et al. 2003)."""
     def parzen(values: torch.Tensor) -> torch.Tensor:
         t = (1 + values.reshape(values.shape[0], -1, 1) * (bins - 3) - torch.arange(bins, dtype=values.dtype)).abs()
-        return torch.where(t < 1, (4 - 6 * t ** 2 + 3 * t ** 3) / 6, torch.where(t < 2, (2 - t).clamp_min(0) ** 3 / 6, 0))
+        outer = torch.where(t < 2, (2 - t).clamp_min(0) ** 3 / 6, 0)
+        return torch.where(t < 1, (4 - 6 * t ** 2 + 3 * t ** 3) / 6, outer)
 
     weight = weight.reshape(weight.shape[0], -1, 1, 1)
     joint = (parzen(x).unsqueeze(3) * parzen(y).unsqueeze(2) * weight).sum(dim=1) / weight.sum(dim=1)

@@ -179,7 +179,7 @@ def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
     A map fitted on a coarser grid can fold in a few voxels once upsampled and written, where it compresses most.
     Around those voxels, each batch element's displacement fades into its own Gaussian-smoothed copy (smoothing
     lowers the compression), over the smallest radius that leaves no fold; an element that still folds at the
-    largest keeps that last, least folded attempt.
+    largest radius keeps that attempt, and the report counts what is left.
     """
     folded = (jacobian_determinant(displacement) <= 0).unsqueeze(1).to(displacement.dtype)
     pending = folded.flatten(1).any(dim=1)

@@ -149,12 +149,12 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
         refined = 0.5 * (refined - warp(displacement, refined))
 
     def folds_and_residual(candidate: torch.Tensor):
-        folds = (jacobian_determinant(candidate) <= 0).flatten(1).sum(dim=1)
+        folds = _folded_voxels(candidate).flatten(1).sum(dim=1)
         residual = compose(displacement, candidate).norm(dim=1).flatten(1).mean(dim=1)
         return folds, residual
 
     given_folds, given_residual = folds_and_residual(inverse)
-    folded = (jacobian_determinant(refined) <= 0).unsqueeze(1).to(inverse.dtype)
+    folded = _folded_voxels(refined)
     chosen, done = inverse, torch.zeros_like(given_folds, dtype=torch.bool)
     for radius in (0,) + FALLBACK_RADII:
         if done.all():
@@ -163,7 +163,7 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
         candidate = weight * inverse + (1 - weight) * refined
         folds, residual = folds_and_residual(candidate)
         accept = ~done & (folds <= given_folds) & (residual < given_residual)
-        chosen = torch.where(accept.reshape(-1, *([1] * (inverse.dim() - 1))), candidate, chosen)
+        chosen = torch.where(_per_element(accept, inverse), candidate, chosen)
         done = done | accept
     return chosen
 
@@ -181,7 +181,7 @@ def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
     lowers the compression), over the smallest radius that leaves no fold; an element that still folds at the
     largest radius keeps that attempt, and the report counts what is left.
     """
-    folded = (jacobian_determinant(displacement) <= 0).unsqueeze(1).to(displacement.dtype)
+    folded = _folded_voxels(displacement)
     pending = folded.flatten(1).any(dim=1)
     chosen = displacement
     for radius in FALLBACK_RADII:
@@ -190,9 +190,19 @@ def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
         weight = _fade_around(folded, radius)
         smoothed = gaussian_smooth(displacement, [radius / 2.0] * (displacement.dim() - 2))
         candidate = weight * smoothed + (1 - weight) * displacement
-        chosen = torch.where(pending.reshape(-1, *([1] * (displacement.dim() - 1))), candidate, chosen)
-        pending = pending & (jacobian_determinant(candidate) <= 0).flatten(1).any(dim=1)
+        chosen = torch.where(_per_element(pending, displacement), candidate, chosen)
+        pending = pending & _folded_voxels(candidate).flatten(1).any(dim=1)
     return chosen
+
+
+def _folded_voxels(displacement: torch.Tensor) -> torch.Tensor:
+    """1 where the map folds (det J <= 0), else 0, shape (B, 1, *spatial) in the field's dtype."""
+    return (jacobian_determinant(displacement) <= 0).unsqueeze(1).to(displacement.dtype)
+
+
+def _per_element(flags: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """One flag per batch element (B,), shaped to select whole elements of ``field`` in ``torch.where``."""
+    return flags.reshape(-1, *([1] * (field.dim() - 1)))
 
 
 def _fade_around(mask: torch.Tensor, radius: int) -> torch.Tensor:

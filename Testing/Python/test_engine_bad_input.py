@@ -38,6 +38,7 @@ CASES = {
     "constant image": (lambda: image_2d(np.full((32, 32), 7, np.float32)), lambda: image_2d(), "constant"),
     "NaN": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.nan, 1.0).astype(np.float32)), "NaN"),
     "infinity": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.inf, 1.0).astype(np.float32)), "infinite"),
+    "a line of voxels": (lambda: image_2d(), lambda: image_2d(np.arange(32, dtype=np.float32)[None]), "line of voxels"),
 }
 
 

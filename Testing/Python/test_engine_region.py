@@ -87,6 +87,21 @@ def test_masks_that_cannot_be_used_are_refused(small_2d_pair):
         register_images(fixed, moving, RegistrationParameters(iterations=1), moving_mask=empty)
 
 
+@pytest.mark.parametrize("blanked", ["fixed", "moving"])
+def test_a_region_where_an_image_is_constant_is_refused_before_any_work(small_2d_pair, blanked):
+    """A box placed on blank background (or on the part of the grid the moving image does not cover) would give
+    NaN intensities once normalized, and the run would be reported as diverging."""
+    images = {key: sitk.Image(small_2d_pair[key]) for key in ("fixed", "moving")}
+    array = sitk.GetArrayFromImage(images[blanked])
+    array[:12, :12] = 0
+    images[blanked] = sitk.GetImageFromArray(array)
+    images[blanked].CopyInformation(small_2d_pair[blanked])
+    corners = [images["fixed"].TransformIndexToPhysicalPoint(index) for index in ((2, 2), (9, 9))]
+    with pytest.raises(InputError, match=f"{blanked} image: is constant .* inside the region"):
+        register_images(images["fixed"], images["moving"], RegistrationParameters(iterations=1),
+                        region_corners=corners)
+
+
 def test_the_continuation_outside_the_region_reaches_the_identity_without_folding():
     """A strong displacement up to the box's border (6 voxels = 9 mm, sheared) is faded outside without folding."""
     shape, spacing = (160, 170), (1.5, 1.5)

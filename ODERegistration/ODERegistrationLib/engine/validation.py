@@ -23,6 +23,9 @@ def check_image(image: sitk.Image, name: str) -> np.ndarray:
         raise InputError(f"{name}: is {image.GetDimension()}-D; only 2-D images and 3-D volumes can be registered")
     if min(image.GetSize()) == 0 or image.GetNumberOfPixels() < 4:
         raise InputError(f"{name}: is empty (size {image.GetSize()})")
+    if sum(n > 1 for n in image.GetSize()) < 2:
+        raise InputError(f"{name}: is a line of voxels (size {image.GetSize()}); registration needs at least 2 voxels "
+                         "along two axes")
     array = sitk.GetArrayViewFromImage(image)
     if not np.all(np.isfinite(array)):
         raise InputError(f"{name}: contains NaN or infinite values")

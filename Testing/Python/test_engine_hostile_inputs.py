@@ -68,6 +68,24 @@ def test_values_beyond_float32_are_refused(files, small_2d_pair, tmp_path, capsy
     assert path in message and "float32" in message
 
 
+def test_a_spacing_far_from_millimetres_registers_instead_of_exhausting_memory(small_2d_pair, tmp_path):
+    """A header whose spacing is a million times too small makes every parameter in millimetres millions of voxels:
+    the smoothing's kernel must stay bounded (it asked for gigabytes and crashed with std::bad_alloc), the map
+    written is still a valid one, and the report says why it hardly moved."""
+    paths = {}
+    for key in ("fixed", "moving", "moving_labels"):
+        image = sitk.Image(small_2d_pair[key])
+        image.SetSpacing((1e-6, 1e-6))
+        paths[key] = str(tmp_path / f"{key}.nii.gz")
+        sitk.WriteImage(image, paths[key])
+    output = tmp_path / "out"
+    assert register(paths, output, "--iterations", "2") == 0
+    report = json.loads((output / "report.json").read_text())
+    assert report["folded_voxels"] == 0 and report["inverse_folded_voxels"] == 0
+    assert np.isfinite(report["min_jacobian"]) and np.isfinite(report["inverse_consistency_mm"])
+    assert any("spacing is in millimetres" in warning for warning in report["warnings"])
+
+
 @pytest.mark.parametrize("make", [lambda folder: folder / "a_file", lambda folder: folder / "a_file" / "out",
                                   lambda _: ""])
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(files, tmp_path, capsys, make):

@@ -76,8 +76,10 @@ def gaussian_smooth(tensor: torch.Tensor, sigmas: Sequence[float]) -> torch.Tens
     for axis, sigma in enumerate(sigmas):
         if sigma <= 0:
             continue
-        weight = _gaussian_kernel(float(sigma), dim, axis, channels, tensor.device, tensor.dtype)
-        radius = weight.shape[2 + axis] // 2
+        # 3 sigma, but at most twice the axis' length: a wider kernel only spreads the replicated border further,
+        # and a sigma of millions of voxels (a spacing far from millimetres) would not fit in memory
+        radius = max(1, min(int(round(3.0 * sigma)), 2 * tensor.shape[2 + axis]))
+        weight = _gaussian_kernel(float(sigma), radius, dim, axis, channels, tensor.device, tensor.dtype)
         padding = [0, 0] * dim
         padding[2 * (dim - 1 - axis)] = padding[2 * (dim - 1 - axis) + 1] = radius
         tensor = conv(F.pad(tensor, padding, mode="replicate"), weight, groups=channels)
@@ -85,12 +87,11 @@ def gaussian_smooth(tensor: torch.Tensor, sigmas: Sequence[float]) -> torch.Tens
 
 
 @functools.lru_cache(maxsize=32)
-def _gaussian_kernel(sigma: float, dim: int, axis: int, channels: int, device: torch.device,
+def _gaussian_kernel(sigma: float, radius: int, dim: int, axis: int, channels: int, device: torch.device,
                      dtype: torch.dtype) -> torch.Tensor:
-    """One axis' kernel of :func:`gaussian_smooth`, (channels, 1, 1.., 2r + 1, ..1), radius r = 3 sigma. Cached: the
-    optimizer smooths with the same few kernels at every iteration, and building one costs as much as using it.
-    Never modify it in place."""
-    radius = max(1, int(round(3.0 * sigma)))
+    """One axis' kernel of :func:`gaussian_smooth`, (channels, 1, 1.., 2 radius + 1, ..1). Cached: the optimizer
+    smooths with the same few kernels at every iteration, and building one costs as much as using it. Never modify
+    it in place."""
     offsets = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()

@@ -134,6 +134,11 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         warnings.append(f"the similarity did not improve ({fields.similarity_start:.4g} -> "
                         f"{fields.similarity_end:.4g} after {fields.iterations_run} iterations): the map is close to "
                         "the identity; check the inputs or raise the learning rate")
+    extent_mm = max(n * s for n, s in zip(region.shape, fixed.GetSpacing()[::-1]))
+    if extent_mm < SMALLEST_REGION_IN_SIGMAS * parameters.smoothing_sigma_mm:
+        warnings.append(f"the region is only {extent_mm:.3g} mm across, less than {SMALLEST_REGION_IN_SIGMAS:g} times "
+                        f"the velocity smoothing ({parameters.smoothing_sigma_mm:g} mm), so the map can hardly "
+                        "deform: check that the images' spacing is in millimetres")
     if overlap < LOW_OVERLAP:
         warnings.append(f"{names['moving']} covers only {overlap:.0%} of {names['fixed']}'s field of view; "
                         "the map is fitted where both have data")
@@ -220,6 +225,10 @@ def _stop_if_cancelled(cancel: CancelCheck) -> None:
 
 LOW_OVERLAP = 0.5
 """Below this fraction of the fixed field of view covered by the moving image, the report warns."""
+SMALLEST_REGION_IN_SIGMAS = 4.0
+"""A region less than this many velocity smoothing sigmas across can hardly deform: the report warns, since the
+likely cause is a header whose spacing is not in millimetres (metres, for example), which every parameter in
+millimetres assumes."""
 
 
 def _choose_region(parameters: RegistrationParameters, fixed: sitk.Image, shape, moving_labels, fixed_mask,

@@ -86,6 +86,19 @@ def test_a_spacing_far_from_millimetres_registers_instead_of_exhausting_memory(s
     assert any("spacing is in millimetres" in warning for warning in report["warnings"])
 
 
+def test_a_single_slice_volume_cut_along_another_axis_registers_with_its_qa_picture(small_2d_pair, tmp_path):
+    """A volume of one sagittal slice (size 1 along i, not k): the QA picture cut the middle k slice, a line of
+    voxels, and matplotlib raised a TypeError after the registration had run."""
+    paths = {}
+    for key in ("fixed", "moving", "moving_labels"):
+        paths[key] = str(tmp_path / f"{key}.nii.gz")
+        sitk.WriteImage(sitk.PermuteAxes(sitk.JoinSeries(small_2d_pair[key]), [2, 0, 1]), paths[key])
+    output = tmp_path / "out"
+    assert register(paths, output, "--iterations", "2") == 0
+    assert sitk.ReadImage(str(output / "displacement.nii.gz")).GetSize()[0] == 1
+    assert (output / "qa.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("make", [lambda folder: folder / "a_file", lambda folder: folder / "a_file" / "out",
                                   lambda _: ""])
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(files, tmp_path, capsys, make):

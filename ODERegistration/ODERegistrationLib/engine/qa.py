@@ -27,12 +27,14 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     import matplotlib.pyplot as plt
 
     dim = fixed.GetDimension()
+    across = _slice_axis(fixed)
+    rows_mm, columns_mm = [s for axis, s in enumerate(fixed.GetSpacing()[::-1]) if axis != across]
     on_fixed = lambda image, interpolator=sitk.sitkLinear: sitk.Resample(image, fixed, sitk.Transform(), interpolator, 0)
     fixed_slice, moving_slice, warped_slice, jacobian_slice = (
-        _middle_slice(sitk.GetArrayFromImage(image), dim)
+        _middle_slice(sitk.GetArrayFromImage(image), across)
         for image in (fixed, on_fixed(sitk.Cast(moving, sitk.sitkFloat32)), result.warped, result.jacobian))
     low, high = np.percentile(fixed_slice, [0.5, 99.5])
-    aspect = fixed.GetSpacing()[1] / fixed.GetSpacing()[0]
+    aspect = rows_mm / columns_mm
     grey = {"cmap": "gray", "vmin": low, "vmax": high, "origin": "upper", "aspect": aspect}
 
     figure, axes = plt.subplots(2, 4, figsize=(16, 9.4), layout="constrained")
@@ -40,21 +42,22 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     axes[0, 0].set_title("fixed" + (": labels (green) and propagated (magenta, dashed)"
                                     if result.warped_labels is not None else ""), fontsize=9)
     if fixed_labels is not None:
-        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), dim),
+        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), across),
                        FIXED_CONTOUR, "solid")
     if result.warped_labels is not None:
-        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(result.warped_labels), dim),
+        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(result.warped_labels), across),
                        PROPAGATED_CONTOUR, "dashed")
-    _draw_scale_bar(axes[0, 0], fixed_slice.shape, fixed.GetSpacing()[0])
+    _draw_scale_bar(axes[0, 0], fixed_slice.shape, columns_mm)
     axes[0, 1].imshow(moving_slice, **grey)
     axes[0, 1].set_title("moving (unregistered)" + (": its labels" if moving_labels is not None else ""), fontsize=9)
     if moving_labels is not None:
-        draw_contours(axes[0, 1], _middle_slice(sitk.GetArrayFromImage(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), dim),
+        draw_contours(axes[0, 1], _middle_slice(sitk.GetArrayFromImage(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), across),
                        PROPAGATED_CONTOUR, "solid")
     axes[0, 2].imshow(warped_slice, **grey)
     axes[0, 2].set_title("warped moving", fontsize=9)
     axes[0, 3].imshow(fixed_slice, **grey)
-    _draw_grid(axes[0, 3], _middle_slice(_voxel_displacement(result.forward), dim))
+    in_plane = [dim - 1 - axis for axis in range(dim) if axis != across][::-1]  # (columns, rows) components
+    _draw_grid(axes[0, 3], _middle_slice(_voxel_displacement(result.forward), across)[..., in_plane])
     axes[0, 3].set_title("deformation grid (forward map) on fixed", fontsize=9)
     axes[1, 0].imshow(_checkerboard(fixed_slice, warped_slice), **grey)
     axes[1, 0].set_title("checkerboard fixed / warped", fontsize=9)
@@ -95,9 +98,15 @@ def _caption(result: RegistrationResult, dim: int) -> str:
             f"smoothly over blocks of that size.{outside}")
 
 
-def _middle_slice(array: np.ndarray, dim: int) -> np.ndarray:
-    """The middle k slice of a volume's array (scalar or vector); a 2-D image's array as it is."""
-    return array[array.shape[0] // 2] if dim == 3 else array
+def _slice_axis(image: sitk.Image) -> Optional[int]:
+    """The array axis the picture cuts across: a volume's thinnest (k unless another is thinner, as in a single
+    sagittal slice), None for a 2-D image."""
+    return int(np.argmin(sitk.GetArrayViewFromImage(image).shape)) if image.GetDimension() == 3 else None
+
+
+def _middle_slice(array: np.ndarray, across: Optional[int]) -> np.ndarray:
+    """The middle slice across that axis of a volume's array (scalar or vector); a 2-D image's array as it is."""
+    return array if across is None else np.take(array, array.shape[across] // 2, axis=across)
 
 
 def _voxel_displacement(field: sitk.Image) -> np.ndarray:

@@ -116,17 +116,33 @@ def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, 
     assert report["expert"]["expert"]["ef_percent"] > 0
 
 
-def test_a_2d_plus_time_cine_is_written_in_its_own_layout(cine_piece_files, tmp_path):
-    """A 3-D image read as 2-D + time (--time-axis): one slice per phase, each phase a stack of one."""
+@pytest.fixture
+def cine_2d_plus_time(cine_piece_files, tmp_path):
+    """A 3-D image to read as 2-D + time (--time-axis): one slice per phase, each phase a stack of one."""
     cine, labels = (sitk.ReadImage(str(cine_piece_files[key])) for key in ("cine", "labels"))
     paths = {"cine": tmp_path / "cine2dt.nii.gz", "labels": tmp_path / "labels2d.nii.gz"}
     sitk.WriteImage(sitk.JoinSeries([cine[:, :, 0, t] for t in range(3)]), str(paths["cine"]))
     sitk.WriteImage(labels[:, :, 0, 2], str(paths["labels"]))
-    assert sequence(paths, tmp_path / "out", "--time-axis", "--iterations", "20") == 0
+    return paths
+
+
+def test_a_2d_plus_time_cine_is_written_in_its_own_layout(cine_2d_plus_time, tmp_path):
+    assert sequence(cine_2d_plus_time, tmp_path / "out", "--time-axis", "--iterations", "20") == 0
     propagated = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
+    labels = sitk.ReadImage(str(cine_2d_plus_time["labels"]))
     assert propagated.GetSize() == (128, 128, 3)
-    assert np.array_equal(sitk.GetArrayFromImage(propagated)[2], sitk.GetArrayFromImage(labels[:, :, 0, 2]))
+    assert np.array_equal(sitk.GetArrayFromImage(propagated)[2], sitk.GetArrayFromImage(labels))
     assert all(sitk.GetArrayFromImage(propagated)[t].any() for t in (0, 1))
+
+
+def test_a_2d_plus_time_cine_takes_a_2d_box(cine_2d_plus_time, tmp_path):
+    """Its frames are 2-D images, so its region box is two 2-D corners (it was refused: 'needs 3-D points')."""
+    labels = sitk.ReadImage(str(cine_2d_plus_time["labels"]))
+    corners = [labels.TransformIndexToPhysicalPoint(index) for index in ((30, 30), (90, 90))]
+    box = ",".join(f"{value:.3f}" for value in (*corners[0], *corners[1]))
+    assert sequence(cine_2d_plus_time, tmp_path / "out", "--time-axis", "--iterations", "2", f"--roi={box}") == 0
+    region = json.loads((tmp_path / "out" / "report.json").read_text())["batch"]["region"]
+    assert region["source"] == "box"
 
 
 @pytest.mark.parametrize("case, message", [

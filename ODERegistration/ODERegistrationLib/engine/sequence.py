@@ -132,6 +132,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     moving = stack([sitk.GetArrayFromImage(reference)[slices]] * len(others))
     moving_labels = stack([label_array[slices]] * len(others))
     if region_corners is not None:  # the box's in-plane extent, across every slice of the stack
+        if cine.time_axis_in_input == 2:  # a 2-D + time cine: 2-D corners lie in its one slice's plane
+            region_corners = [list(corner) + list(reference.GetOrigin()[len(corner):]) for corner in region_corners]
         box = region_from_corners(region_corners, reference, "--roi box")
         size = fixed.GetSize()
         region_corners = [fixed.TransformIndexToPhysicalPoint(corner) for corner in

@@ -170,6 +170,19 @@ def test_cancel_leaves_the_scene_unchanged(mrml, cardiac_2d):
     assert mrml.scene.GetNumberOfNodes() == node_count
 
 
+@pytest.mark.parametrize("output, given", [("warped_volume", "moving"), ("jacobian_volume", "fixed"),
+                                           ("propagated_segmentation", "moving_segmentation")])
+def test_an_input_chosen_as_an_output_is_refused_before_it_is_overwritten(mrml, cardiac_2d, output, given):
+    inputs = list(cardiac_2d.values())
+    before, node_count = input_state(inputs), mrml.scene.GetNumberOfNodes()
+    request = RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=2),
+                                  cardiac_2d["moving_segmentation"])
+    with pytest.raises(InputError, match=f"{output.replace('_', ' ')} output: is the .*{cardiac_2d[given].GetName()}"):
+        RegistrationLogic(mrml.scene).run(request, OutputRequest(**{output: cardiac_2d[given]}))
+    assert_unchanged(before, input_state(inputs))
+    assert mrml.scene.GetNumberOfNodes() == node_count
+
+
 def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="fixed and a moving"):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))

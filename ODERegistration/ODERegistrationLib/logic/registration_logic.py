@@ -5,7 +5,7 @@ of the slicer-core wheel and in batch scripts, like the logic of Slicer's script
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import List, Optional
 
 import SimpleITK as sitk
@@ -14,7 +14,7 @@ import slicer
 from ..engine import InputError, RegistrationParameters, register_images
 from .geometry import image_from_volume, roi_corners_lps
 from .job import EngineJob, EngineTask
-from .output_nodes import OutputRequest, RegistrationOutputs, build_outputs
+from .output_nodes import CREATE, OutputRequest, RegistrationOutputs, build_outputs
 from .segmentations import labels_from_segmentation, segment_names
 
 
@@ -91,13 +91,14 @@ class RegistrationLogic:
 
     def start(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> "RegistrationRun":
         """Start a background job; poll ``run.job``, then call :meth:`finish` on the main thread."""
-        run = RegistrationRun(self._job(request), request, outputs)
+        run = self._new_run(request, outputs)
         run.job.start()
         return run
 
-    def _job(self, request: RegistrationRequest) -> EngineJob:
+    def _new_run(self, request: RegistrationRequest, outputs: OutputRequest) -> "RegistrationRun":
+        refuse_inputs_as_outputs(request, outputs)
         inputs = self.prepare(request)
-        return EngineJob(inputs.task(), inputs.parameters.device)
+        return RegistrationRun(EngineJob(inputs.task(), inputs.parameters.device), request, outputs)
 
     def finish(self, run: "RegistrationRun") -> Optional[RegistrationOutputs]:
         """Build the output nodes of a finished run; None when it was cancelled (the scene stays untouched)."""
@@ -111,9 +112,23 @@ class RegistrationLogic:
 
     def run(self, request: RegistrationRequest, outputs: OutputRequest = OutputRequest()) -> RegistrationOutputs:
         """Blocking run, for scripts and tests."""
-        run = RegistrationRun(self._job(request), request, outputs)
+        run = self._new_run(request, outputs)
         run.job.run()
         return self.finish(run)
+
+
+def refuse_inputs_as_outputs(request: RegistrationRequest, outputs: OutputRequest) -> None:
+    """An output node that is also an input would be overwritten by the run (the moving volume chosen as the warped
+    volume, the moving segmentation as the propagated one): refused before any work, so no input node changes."""
+    inputs = {"fixed volume": request.fixed_volume, "moving volume": request.moving_volume,
+              "moving segmentation": request.moving_segmentation, "fixed segmentation": request.fixed_segmentation,
+              "region ROI": request.region_roi, "fixed mask": request.fixed_mask, "moving mask": request.moving_mask}
+    taken = {node.GetID(): role for role, node in inputs.items() if node is not None}
+    for output in fields(outputs):
+        node = getattr(outputs, output.name)
+        if node is not None and node != CREATE and node.GetID() in taken:
+            raise InputError(f"{output.name.replace('_', ' ')} output: is the {taken[node.GetID()]} "
+                             f"'{node.GetName()}', which the run would overwrite; choose another node or a new one")
 
 
 @dataclass

@@ -183,6 +183,17 @@ def test_an_input_chosen_as_an_output_is_refused_before_it_is_overwritten(mrml, 
     assert mrml.scene.GetNumberOfNodes() == node_count
 
 
+def test_a_segmentation_without_segments_is_a_clear_error(mrml, cardiac_2d):
+    """It failed inside the label map export with an AttributeError (no image data) after VTK errors."""
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing drawn")
+    empty.SetReferenceImageGeometryParameterFromVolumeNode(cardiac_2d["moving"])
+    node_count = mrml.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="nothing drawn: has no segments"):
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
+                                                                  moving_segmentation=empty))
+    assert mrml.scene.GetNumberOfNodes() == node_count
+
+
 def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="fixed and a moving"):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from ..engine import InputError
 from .geometry import image_from_volume
 
 
@@ -30,6 +31,8 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
     the same name there, and unmatched segments are left out: that is how fixed and moving segments are paired
     for scoring. A temporary labelmap node is used for the export and removed again, so the scene is unchanged.
     """
+    if not segment_ids(segmentation_node):
+        raise InputError(f"{segmentation_node.GetName()}: has no segments; draw at least one, or leave it out")
     ids = vtk.vtkStringArray()
     for segment_id in segment_ids(segmentation_node):
         ids.InsertNextValue(segment_id)

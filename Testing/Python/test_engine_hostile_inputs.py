@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,20 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(file
     assert time.perf_counter() - start < 30  # refused before 100,000 iterations could run
     assert "output folder" in one_line_error(capsys)
     assert (tmp_path / "a_file").read_text() == "not a folder"
+
+
+def test_an_input_named_like_an_output_in_the_output_folder_is_refused_and_kept(files, tmp_path, capsys):
+    """Chaining runs (the last run's warped.nii.gz as the next moving image, into the same folder) overwrote the
+    input with the new result."""
+    output = tmp_path / "out"
+    output.mkdir()
+    chained = output / "warped.nii.gz"
+    chained.write_bytes(Path(files["moving"]).read_bytes())
+    assert register({**files, "moving": str(chained)}, output, "--iterations", "2") == 2
+    message = one_line_error(capsys)
+    assert str(chained) in message and "output folder" in message
+    assert chained.read_bytes() == Path(files["moving"]).read_bytes()
+    assert sorted(path.name for path in output.iterdir()) == ["warped.nii.gz"]
 
 
 def test_a_rerun_never_leaves_files_of_the_earlier_run(files, tmp_path):

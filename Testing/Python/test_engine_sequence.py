@@ -151,11 +151,12 @@ def test_a_2d_plus_time_cine_takes_a_2d_box(cine_2d_plus_time, tmp_path):
     ("labels on another grid", "differs from the grid"),
     ("empty labels", "no label on phase"),
     ("one phase", "single phase"),
+    ("labels in the output folder, named like an output", "would overwrite or remove it"),
 ])
 def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, tmp_path, capsys, case, message):
     cine, labels = sitk.ReadImage(str(cine_piece_files["cine"])), sitk.ReadImage(str(cine_piece_files["labels"]))
     arguments = {"cine": cine_piece_files["cine"], "labels": cine_piece_files["labels"]}
-    reference = "2"
+    reference, output = "2", tmp_path / "out"
     if case == "3-D without --time-axis":
         arguments["cine"] = tmp_path / "cine3d.nii.gz"
         sitk.WriteImage(cine[:, :, 0, :], str(arguments["cine"]))
@@ -169,13 +170,22 @@ def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, t
         empty = sitk.Image(labels.GetSize(), labels.GetPixelID())
         empty.CopyInformation(labels)
         sitk.WriteImage(empty, str(arguments["labels"]))
+    elif case.startswith("labels in the output folder"):
+        output.mkdir()
+        arguments["labels"] = output / "labels.nii.gz"
+        sitk.WriteImage(labels, str(arguments["labels"]))
     else:  # a 2-D + time image of one phase (a 4-D file of one phase reads as 3-D, the first case)
         arguments["cine"] = tmp_path / "one.nii.gz"
         sitk.WriteImage(cine[:, :, 0, 0:1], str(arguments["cine"]))
         reference = "0"
     extra = ["--time-axis"] if case == "one phase" else []
     code = main(["sequence", "--cine", str(arguments["cine"]), "--labels", str(arguments["labels"]),
-                 "--reference-phase", reference, "--output-dir", str(tmp_path / "out"), "--quiet", *extra])
+                 "--reference-phase", reference, "--output-dir", str(output), "--quiet", *extra])
     error = capsys.readouterr().err.strip()
     assert code == 2 and error.count("\n") == 0 and message in error, error
-    assert not (tmp_path / "out").exists()
+    if case.startswith("labels in the output folder"):
+        assert [path.name for path in output.iterdir()] == ["labels.nii.gz"]
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(arguments["labels"]))),
+                              sitk.GetArrayFromImage(labels))
+    else:
+        assert not output.exists()

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import SimpleITK as sitk
 
@@ -41,8 +41,11 @@ EXTRA_FILES = ("qa.png", "report.json")
 """Written beside the images; a re-run removes every file of both lists that it does not write itself."""
 
 
-def check_output_dir(output_dir: str | os.PathLike) -> Path:
-    """Refuse an output folder that cannot be written, before any work is done."""
+def check_output_dir(output_dir: str | os.PathLike, inputs: Optional[Dict[str, str]] = None,
+                     is_output: Optional[Callable[[str], bool]] = None) -> Path:
+    """Refuse, before any work is done, an output folder that cannot be written, and one that holds an input
+    (``inputs``: name -> path) under the name of an output (``is_output``), which the run would overwrite or
+    remove: a chained run given ``out/warped.nii.gz`` and ``--output-dir out``, for example."""
     if not str(output_dir).strip():
         raise InputError("output folder: the path is empty")
     path = Path(output_dir)
@@ -51,6 +54,11 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"output folder {path}: {parent} cannot be written to")
+    for name, given in (inputs or {}).items():
+        given = Path(given)
+        if is_output(given.name) and given.resolve().parent == path.resolve():
+            raise InputError(f"{name} {given}: lies in the output folder under the name of an output, so the run "
+                             "would overwrite or remove it; choose another output folder")
     return path
 
 
@@ -66,8 +74,12 @@ def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
             write_extras(staging)
         write_report(result.report, staging)
 
-    known = set(OUTPUT_FILES.values()).union(EXTRA_FILES)
-    return write_folder(output_dir, write, lambda name: name in known)
+    return write_folder(output_dir, write, is_pair_output)
+
+
+def is_pair_output(name: str) -> bool:
+    """Whether a file of this name is one that ``register`` writes (or removes, as left from an earlier run)."""
+    return name in OUTPUT_FILES.values() or name in EXTRA_FILES
 
 
 def write_report(report: dict, folder: Path) -> None:
@@ -134,5 +146,9 @@ def write_sequence(result, cine, output_dir: str | os.PathLike,
             write_extras(staging)
         write_report(result.report, staging)
 
-    return write_folder(output_dir, write,
-                        lambda name: name in SEQUENCE_FILES or name.startswith(("forward_phase", "inverse_phase")))
+    return write_folder(output_dir, write, is_sequence_output)
+
+
+def is_sequence_output(name: str) -> bool:
+    """Whether a file of this name is one that ``sequence`` writes (or removes, as left from an earlier run)."""
+    return name in SEQUENCE_FILES or name.startswith(("forward_phase", "inverse_phase"))

@@ -12,8 +12,8 @@ from typing import List, Optional
 
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
                       register_images)
-from ..engine.io import (check_output_dir, is_pair_output, is_sequence_output, read_image, write_result,
-                         write_sequence)
+from ..engine.io import (check_output_dir, is_pair_output, is_sequence_output, read_image,
+                         refuse_inputs_among_outputs, write_result, write_sequence)
 from ..engine.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
@@ -158,8 +158,9 @@ def _input_paths(arguments: argparse.Namespace) -> dict:
 
 def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, quiet: bool,
          region_corners=None) -> int:
-    output_dir = check_output_dir(output_path, {key.replace("_", " "): path for key, path in inputs.items()},
-                                  is_pair_output)
+    output_dir = check_output_dir(output_path)
+    refuse_inputs_among_outputs(output_dir, {key.replace("_", " "): path for key, path in inputs.items()},
+                                is_pair_output)
     names = {key: f"{key.replace('_', ' ')} {path}" for key, path in inputs.items()}
     names["region_corners"] = "--roi box"
     images = {key: read_image(path, key.replace("_", " ")) for key, path in inputs.items()}
@@ -187,9 +188,10 @@ def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, qui
 
 
 def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParameters, region_corners=None) -> int:
+    output_dir = check_output_dir(arguments.output_dir)
     inputs = {"cine": arguments.cine, "labels": arguments.labels, "expert labels": arguments.expert_labels}
-    output_dir = check_output_dir(arguments.output_dir, {name: path for name, path in inputs.items() if path},
-                                  is_sequence_output)
+    refuse_inputs_among_outputs(output_dir, {name: path for name, path in inputs.items() if path},
+                                is_sequence_output)
     cine = read_cine(read_image(arguments.cine, "cine"), arguments.time_axis, f"cine {arguments.cine}")
     labels = reference_labels(read_image(arguments.labels, "labels"), cine, arguments.reference_phase,
                               f"labels {arguments.labels}")

@@ -41,11 +41,8 @@ EXTRA_FILES = ("qa.png", "report.json")
 """Written beside the images; a re-run removes every file of both lists that it does not write itself."""
 
 
-def check_output_dir(output_dir: str | os.PathLike, inputs: Optional[Dict[str, str]] = None,
-                     is_output: Optional[Callable[[str], bool]] = None) -> Path:
-    """Refuse, before any work is done, an output folder that cannot be written, and one that holds an input
-    (``inputs``: name -> path) under the name of an output (``is_output``), which the run would overwrite or
-    remove: a chained run given ``out/warped.nii.gz`` and ``--output-dir out``, for example."""
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder that cannot be written, before any work is done."""
     if not str(output_dir).strip():
         raise InputError("output folder: the path is empty")
     path = Path(output_dir)
@@ -54,12 +51,18 @@ def check_output_dir(output_dir: str | os.PathLike, inputs: Optional[Dict[str, s
     parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"output folder {path}: {parent} cannot be written to")
-    for name, given in (inputs or {}).items():
+    return path
+
+
+def refuse_inputs_among_outputs(output_dir: Path, inputs: Dict[str, str], is_output: Callable[[str], bool]) -> None:
+    """Refuse, before any work is done, an input (``inputs``: name -> path) that lies in the output folder under
+    the name of an output, which the run would overwrite or remove: a chained run given ``out/warped.nii.gz`` and
+    ``--output-dir out``, for example."""
+    for name, given in inputs.items():
         given = Path(given)
-        if is_output(given.name) and given.resolve().parent == path.resolve():
+        if is_output(given.name) and given.resolve().parent == output_dir.resolve():
             raise InputError(f"{name} {given}: lies in the output folder under the name of an output, so the run "
                              "would overwrite or remove it; choose another output folder")
-    return path
 
 
 def write_result(result: RegistrationResult, output_dir: str | os.PathLike,

@@ -30,8 +30,9 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     across = _slice_axis(fixed)
     rows_mm, columns_mm = [s for axis, s in enumerate(fixed.GetSpacing()[::-1]) if axis != across]
     on_fixed = lambda image, interpolator=sitk.sitkLinear: sitk.Resample(image, fixed, sitk.Transform(), interpolator, 0)
+    middle = lambda image: _middle_slice(sitk.GetArrayFromImage(image), across)
     fixed_slice, moving_slice, warped_slice, jacobian_slice = (
-        _middle_slice(sitk.GetArrayFromImage(image), across)
+        middle(image)
         for image in (fixed, on_fixed(sitk.Cast(moving, sitk.sitkFloat32)), result.warped, result.jacobian))
     low, high = np.percentile(fixed_slice, [0.5, 99.5])
     aspect = rows_mm / columns_mm
@@ -42,17 +43,16 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     axes[0, 0].set_title("fixed" + (": labels (green) and propagated (magenta, dashed)"
                                     if result.warped_labels is not None else ""), fontsize=9)
     if fixed_labels is not None:
-        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), across),
-                       FIXED_CONTOUR, "solid")
+        draw_contours(axes[0, 0], middle(on_fixed(fixed_labels, sitk.sitkNearestNeighbor)), FIXED_CONTOUR,
+                      "solid")
     if result.warped_labels is not None:
-        draw_contours(axes[0, 0], _middle_slice(sitk.GetArrayFromImage(result.warped_labels), across),
-                       PROPAGATED_CONTOUR, "dashed")
+        draw_contours(axes[0, 0], middle(result.warped_labels), PROPAGATED_CONTOUR, "dashed")
     _draw_scale_bar(axes[0, 0], fixed_slice.shape, columns_mm)
     axes[0, 1].imshow(moving_slice, **grey)
     axes[0, 1].set_title("moving (unregistered)" + (": its labels" if moving_labels is not None else ""), fontsize=9)
     if moving_labels is not None:
-        draw_contours(axes[0, 1], _middle_slice(sitk.GetArrayFromImage(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), across),
-                       PROPAGATED_CONTOUR, "solid")
+        draw_contours(axes[0, 1], middle(on_fixed(moving_labels, sitk.sitkNearestNeighbor)), PROPAGATED_CONTOUR,
+                      "solid")
     axes[0, 2].imshow(warped_slice, **grey)
     axes[0, 2].set_title("warped moving", fontsize=9)
     axes[0, 3].imshow(fixed_slice, **grey)

@@ -102,6 +102,20 @@ def test_a_region_where_an_image_is_constant_is_refused_before_any_work(small_2d
                         region_corners=corners)
 
 
+@pytest.mark.parametrize("mask", ["fixed_mask", "moving_mask"])
+def test_a_mask_that_misses_the_region_is_refused_before_any_work(small_2d_pair, mask):
+    """It compared no voxel: the similarity stayed constant and the run ended at the identity, with a warning that
+    blamed the learning rate."""
+    image = small_2d_pair["fixed" if mask == "fixed_mask" else "moving"]
+    array = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
+    array[:8, :8] = 1
+    outside = sitk.GetImageFromArray(array)
+    outside.CopyInformation(image)
+    with pytest.raises(InputError, match=f"{mask.replace('_', ' ')}: has no voxel inside the region"):
+        register_images(small_2d_pair["fixed"], small_2d_pair["moving"], RegistrationParameters(iterations=1),
+                        moving_labels=small_2d_pair["moving_labels"], **{mask: outside})
+
+
 def test_the_continuation_outside_the_region_reaches_the_identity_without_folding():
     """A strong displacement up to the box's border (6 voxels = 9 mm, sheared) is faded outside without folding."""
     shape, spacing = (160, 170), (1.5, 1.5)

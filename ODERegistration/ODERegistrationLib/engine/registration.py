@@ -90,12 +90,16 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
 
     region = _choose_region(parameters, fixed, fixed_array.shape, moving_labels, fixed_mask, moving_mask,
                             region_corners, names)
+    where = (f"the region ({region.source}, voxels {list(region.start[::-1])} to "
+             f"{[b - 1 for b in region.stop[::-1]]})")
     for key, array in (("fixed", fixed_array), ("moving", moving_on_fixed)):
         inside = array[region.slices]
         if np.ptp(inside) == 0:
-            raise InputError(f"{names[key]}: is constant (every voxel {float(inside.flat[0]):g}) inside the region "
-                             f"({region.source}, voxels {list(region.start[::-1])} to "
-                             f"{[b - 1 for b in region.stop[::-1]]}); there is nothing to register there")
+            raise InputError(f"{names[key]}: is constant (every voxel {float(inside.flat[0]):g}) inside {where}; "
+                             "there is nothing to register there")
+    for key, mask, weight in (("fixed_mask", fixed_mask, fixed_weight), ("moving_mask", moving_mask, moving_weight)):
+        if mask is not None and not weight[region.slices].any():
+            raise InputError(f"{names[key]}: has no voxel inside {where}, so no voxel would be compared")
     if stacks > 1 and region.shape[0] != fixed_array.shape[0]:
         raise ValueError(f"a batch of {stacks} stacks is fitted over its whole depth, not over slices "
                          f"{region.start[0]} to {region.stop[0] - 1}")

@@ -25,9 +25,13 @@ class Pair:
     """When set, every image of the pair is resampled onto the cube of ``isotropic_reference``."""
     isotropic_spacing: Optional[float] = None
     """When set, every image of the pair is resampled onto the whole field of view at this isotropic spacing."""
+    stack_slice: Optional[int] = None
+    """When set, the pair is this slice (0-based k) of a stack pair, as 2-D images."""
 
     def image(self, key: str) -> sitk.Image:
         image = sitk.ReadImage(str(self.folder / self.files[key]))
+        if self.stack_slice is not None:
+            return image[:, :, self.stack_slice]
         if self.isotropic_size is None and self.isotropic_spacing is None:
             return image
         labels = sitk.ReadImage(str(self.folder / self.files["fixed_labels"]))
@@ -70,9 +74,12 @@ def whole_field_of_view(image: sitk.Image, spacing: float) -> sitk.Image:
 
 
 def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = None,
-               isotropic_size: Optional[int] = None, isotropic_spacing: Optional[float] = None) -> List[Pair]:
+               isotropic_size: Optional[int] = None, isotropic_spacing: Optional[float] = None,
+               stack_slices: bool = False) -> List[Pair]:
     """The manifest's pairs; with ``isotropic_size``, its fully labelled 3-D pairs resampled onto a cube; with
-    ``isotropic_spacing``, onto their whole field of view at that spacing."""
+    ``isotropic_spacing``, onto their whole field of view at that spacing; with ``stack_slices``, every slice of
+    its fully labelled 3-D pairs on which both label maps hold every evaluated label, as a 2-D pair (base to apex,
+    not the mid-ventricular slice alone)."""
     manifest = json.loads((folder / "manifest.json").read_text())
     pairs = []
     for entry in manifest["pairs"]:
@@ -90,4 +97,15 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
     elif isotropic_spacing is not None:
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_fov{isotropic_spacing:g}mm", isotropic_spacing=isotropic_spacing)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None]
+    elif stack_slices:
+        pairs = [dataclasses.replace(pair, id=f"{pair.id}_slice{k:02d}", dim=2, stack_slice=k)
+                 for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None
+                 for k in _slices_with_every_label(pair)]
     return pairs[:limit] if limit else pairs
+
+
+def _slices_with_every_label(pair: Pair) -> List[int]:
+    """The slices (0-based k) on which the fixed and the moving labels both hold every evaluated label."""
+    arrays = [sitk.GetArrayFromImage(pair.image(key)) for key in ("fixed_labels", "moving_labels")]
+    return [k for k in range(arrays[0].shape[0])
+            if all(np.any(array[k] == label) for array in arrays for label in pair.eval_labels)]

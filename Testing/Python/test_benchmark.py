@@ -2,7 +2,11 @@
 region, the engine beats unregistered, missing peers are reported."""
 import csv
 
+import numpy as np
+import SimpleITK as sitk
+
 from benchmarks import methods
+from benchmarks.dataset import load_pairs
 from benchmarks.run_benchmark import main
 
 COLUMNS = {"pair", "method", "label", "label_name", "dice_before", "dice_after", "hausdorff_mm_before",
@@ -44,3 +48,18 @@ def test_the_chained_strategy_walks_neighbour_pairs_from_the_reference_the_short
             position = (position + 1) % count if direction == 0 else (position - 1) % count
         assert position == phase
     assert len({start for phase in range(count) for start, _ in _path(reference, phase, count)}) == count - 1
+
+
+def test_stack_slices_are_the_slices_of_a_stack_that_hold_every_label_as_2d_pairs(data_dir):
+    """``--stack-slices``: a wider 2-D set than the mid-ventricular pairs, base to apex."""
+    stack = next(pair for pair in load_pairs(data_dir / "acdc", 3) if pair.id == "acdc_patient004_3d")
+    pairs = [pair for pair in load_pairs(data_dir / "acdc", stack_slices=True) if pair.id.startswith(stack.id)]
+    volumes = {key: sitk.GetArrayFromImage(stack.image(key)) for key in stack.files}
+    assert 0 < len(pairs) < len(volumes["fixed"])  # slices without every label (past the apex) are left out
+    for pair in pairs:
+        assert pair.dim == 2
+        for key, volume in volumes.items():
+            array = sitk.GetArrayFromImage(pair.image(key))
+            assert np.array_equal(array, volume[pair.stack_slice])
+            if key.endswith("labels"):
+                assert all(np.any(array == label) for label in pair.eval_labels)

@@ -176,6 +176,12 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)
+        inside = sitk.GetArrayViewFromImage(result.warped_labels) != 0
+        moved_mm = float(np.linalg.norm(sitk.GetArrayViewFromImage(forward)[inside], axis=-1).max(initial=0.0))
+        if moved_mm < 0.5 * min(fixed.GetSpacing()):
+            warnings.append(f"the map moves the labels by at most {moved_mm:.2g} mm, less than half a voxel: they "
+                            "are propagated essentially unregistered; check the inputs, or fit the region around the "
+                            "labels (--roi auto)")
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
     return result

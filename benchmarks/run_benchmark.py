@@ -68,7 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar.update()
     methods = [name + suffix for suffix in [{"whole": "", "auto": "+roi"}[r] for r in arguments.roi] for name in methods]
     arguments.output_dir.mkdir(parents=True, exist_ok=True)
-    title = arguments.title or (f"{arguments.data.name}, {arguments.dim or 'all'}-D pairs"
+    dims = {pair.dim for pair in pairs}
+    title = arguments.title or (f"{arguments.data.name}, {dims.pop() if len(dims) == 1 else 'all'}-D pairs"
                                 f"{f', resampled to {arguments.isotropic}^3' if arguments.isotropic else ''}"
                                 f"{f', whole field of view at {arguments.whole_fov_spacing:g} mm' if arguments.whole_fov_spacing else ''}"
                                 f"{', every fully labelled slice of the stacks as a 2-D pair' if arguments.stack_slices else ''}, ode preset "

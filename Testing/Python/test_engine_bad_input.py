@@ -61,6 +61,8 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and str(garbage) in message and "cannot be read" in message and not output.exists()
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
     assert code == 2 and "no such file" in message
+    code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path))
+    assert code == 2 and "is a folder" in message
 
 
 def test_labels_on_another_grid(tmp_path, capsys, write):

@@ -27,6 +27,9 @@ OUTPUT_FILES = {
 def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
     """Read any file SimpleITK reads; a missing or unreadable file is an InputError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{name} {path}: is a folder, not an image file (a DICOM series loads in Slicer, or convert "
+                         "it to one file first)")
     if not path.is_file():
         raise InputError(f"{name} {path}: no such file")
     try:

@@ -12,7 +12,7 @@ import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -90,16 +90,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
 
     region = _choose_region(parameters, fixed, fixed_array.shape, moving_labels, fixed_mask, moving_mask,
                             region_corners, names)
-    where = (f"the region ({region.source}, voxels {list(region.start[::-1])} to "
-             f"{[b - 1 for b in region.stop[::-1]]})")
-    for key, array in (("fixed", fixed_array), ("moving", moving_on_fixed)):
-        inside = array[region.slices]
-        if np.ptp(inside) == 0:
-            raise InputError(f"{names[key]}: is constant (every voxel {float(inside.flat[0]):g}) inside {where}; "
-                             "there is nothing to register there")
-    for key, mask, weight in (("fixed_mask", fixed_mask, fixed_weight), ("moving_mask", moving_mask, moving_weight)):
-        if mask is not None and not weight[region.slices].any():
-            raise InputError(f"{names[key]}: has no voxel inside {where}, so no voxel would be compared")
+    _check_region_content(region, names, {"fixed": fixed_array, "moving": moving_on_fixed},
+                          {"fixed_mask": (fixed_mask, fixed_weight), "moving_mask": (moving_mask, moving_weight)})
     if stacks > 1 and region.shape[0] != fixed_array.shape[0]:
         raise ValueError(f"a batch of {stacks} stacks is fitted over its whole depth, not over slices "
                          f"{region.start[0]} to {region.stop[0] - 1}")
@@ -176,12 +168,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)
-        inside = sitk.GetArrayViewFromImage(result.warped_labels) != 0
-        moved_mm = float(np.linalg.norm(sitk.GetArrayViewFromImage(forward)[inside], axis=-1).max(initial=0.0))
-        if moved_mm < 0.5 * min(fixed.GetSpacing()):
-            warnings.append(f"the map moves the labels by at most {moved_mm:.2g} mm, less than half a voxel: they "
-                            "are propagated essentially unregistered; check the inputs, or fit the region around the "
-                            "labels (--roi auto)")
+        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed))
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
     return result
@@ -217,6 +204,33 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
     backward, backward_voxels = _without_folds(backward, backward_voxels, layout)
     round_trip = layout.to_voxel_displacement(compose(backward, forward))
     return fields, forward_voxels, backward_voxels, round_trip, fade_mm
+
+
+def _check_region_content(region: Region, names: Dict[str, str], images: Dict[str, np.ndarray],
+                          masks: Dict[str, Tuple[Optional[sitk.Image], np.ndarray]]) -> None:
+    """Refuse, before any work, a region where an image (on the fixed grid) is constant, whose intensities would
+    normalize to NaN, or where a given mask (its weight on the fixed grid) has no voxel, so nothing is compared."""
+    where = (f"the region ({region.source}, voxels {list(region.start[::-1])} to "
+             f"{[b - 1 for b in region.stop[::-1]]})")
+    for key, array in images.items():
+        inside = array[region.slices]
+        if np.ptp(inside) == 0:
+            raise InputError(f"{names[key]}: is constant (every voxel {float(inside.flat[0]):g}) inside {where}; "
+                             "there is nothing to register there")
+    for key, (mask, weight) in masks.items():
+        if mask is not None and not weight[region.slices].any():
+            raise InputError(f"{names[key]}: has no voxel inside {where}, so no voxel would be compared")
+
+
+def _unmoved_labels_warning(warped_labels: sitk.Image, forward: sitk.Image, fixed: sitk.Image) -> List[str]:
+    """A warning when the map moves the propagated labels by less than half a voxel: the similarity may have
+    improved elsewhere (a whole image's thorax) while the labels stayed where they were."""
+    inside = sitk.GetArrayViewFromImage(warped_labels) != 0
+    moved_mm = float(np.linalg.norm(sitk.GetArrayViewFromImage(forward)[inside], axis=-1).max(initial=0.0))
+    if moved_mm >= 0.5 * min(fixed.GetSpacing()):
+        return []
+    return [f"the map moves the labels by at most {moved_mm:.2g} mm, less than half a voxel: they are propagated "
+            "essentially unregistered; check the inputs, or fit the region around the labels (--roi auto)"]
 
 
 def _without_folds(field: torch.Tensor, voxels: np.ndarray, layout: TensorLayout):

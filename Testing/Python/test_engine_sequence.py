@@ -12,6 +12,7 @@ from ODERegistrationLib.cli.main import main
 from ODERegistrationLib.engine.presets import load_preset
 from ODERegistrationLib.engine.registration import resample, warp_labels
 from ODERegistrationLib.engine.sequence import read_cine, reference_labels, register_sequence
+from ODERegistrationLib.engine.validation import same_grid
 
 from conftest import CINE, cine_piece
 
@@ -143,6 +144,36 @@ def test_a_2d_plus_time_cine_takes_a_2d_box(cine_2d_plus_time, tmp_path):
     assert sequence(cine_2d_plus_time, tmp_path / "out", "--time-axis", "--iterations", "2", f"--roi={box}") == 0
     region = json.loads((tmp_path / "out" / "report.json").read_text())["batch"]["region"]
     assert region["source"] == "box"
+
+
+def test_an_oblique_2d_plus_time_cine_keeps_its_plane_for_every_phase(cine_piece_files, tmp_path):
+    """The third axis of a 2-D + time image is time: on an oblique one it points out of the plane, so phases cut as
+    2-D images each had another origin and were refused as 'on another grid'; the labels come back on its grid."""
+    cine, labels = (sitk.ReadImage(str(cine_piece_files[key])) for key in ("cine", "labels"))
+    volume = cine[:, :, :, 0]
+    paths = {"cine": tmp_path / "oblique2dt.nii.gz", "labels": tmp_path / "oblique2dt_labels.nii.gz"}
+    for key, image in (("cine", cine), ("labels", labels)):
+        frames = sitk.GetImageFromArray(np.stack([sitk.GetArrayFromImage(image[:, :, 0, t]) for t in range(3)]))
+        frames.SetOrigin(volume.GetOrigin())
+        frames.SetDirection(volume.GetDirection())
+        frames.SetSpacing(volume.GetSpacing()[:2] + (40.0,))
+        sitk.WriteImage(frames, str(paths[key]))
+    assert abs(volume.GetDirection()[2]) > 0.1  # the time axis has an in-plane component
+
+    plane = sitk.ReadImage(str(paths["cine"]))[:, :, 0]  # 2-D corners are points of the frames' plane
+    corners = [plane.TransformIndexToPhysicalPoint(index) for index in ((10, 14), (110, 120))]
+    box = ",".join(f"{value:.4f}" for value in (*corners[0], *corners[1]))
+    assert sequence(paths, tmp_path / "out", "--time-axis", "--iterations", "20", f"--roi={box}") == 0
+    region = json.loads((tmp_path / "out" / "report.json").read_text())["batch"]["region"]
+    box_indices = np.array([plane.TransformPhysicalPointToContinuousIndex((x, y))
+                            for x in (corners[0][0], corners[1][0]) for y in (corners[0][1], corners[1][1])])
+    start = np.clip(np.ceil(box_indices.min(axis=0) - 1e-3), 0, None).astype(int)
+    stop = np.clip(np.floor(box_indices.max(axis=0) + 1e-3) + 1, None, 128).astype(int)
+    assert region["index_start"][:2] == start.tolist() and region["index_size"][:2] == (stop - start).tolist()
+    propagated, written = (sitk.ReadImage(str(path)) for path in (tmp_path / "out" / "labels.nii.gz", paths["labels"]))
+    assert propagated.GetSize() == written.GetSize() and same_grid(propagated, written)
+    assert np.array_equal(sitk.GetArrayFromImage(propagated)[2], sitk.GetArrayFromImage(written)[2])
+    assert all(sitk.GetArrayFromImage(propagated)[t].any() for t in (0, 1))
 
 
 @pytest.mark.parametrize("case, message", [

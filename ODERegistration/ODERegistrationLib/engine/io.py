@@ -140,10 +140,15 @@ def write_sequence(result, cine, output_dir: str | os.PathLike,
         for t, (forward, backward) in enumerate(zip(result.forward, result.backward)):
             sitk.WriteImage(forward, str(staging / f"forward_phase{t:02d}.nii.gz"), useCompression=True)
             sitk.WriteImage(backward, str(staging / f"inverse_phase{t:02d}.nii.gz"), useCompression=True)
-        frames = result.labels if cine.time_axis_in_input == 3 else [image[:, :, 0] for image in result.labels]
         step = cine.times_ms[1] - cine.times_ms[0]
-        sitk.WriteImage(sitk.JoinSeries(frames, cine.times_ms[0], step), str(staging / "labels.nii.gz"),
-                        useCompression=True)
+        if cine.time_axis_in_input == 3:
+            labels = sitk.JoinSeries(result.labels, cine.times_ms[0], step)
+        else:  # the 2-D + time image's own geometry: its phases share its origin and orientation
+            labels = sitk.JoinSeries([frame[:, :, 0] for frame in result.labels])
+            labels.SetOrigin(result.labels[0].GetOrigin())
+            labels.SetDirection(result.labels[0].GetDirection())
+            labels.SetSpacing(result.labels[0].GetSpacing()[:2] + (step,))
+        sitk.WriteImage(labels, str(staging / "labels.nii.gz"), useCompression=True)
         rows = ["phase,time_ms,label,volume_ml"] + [
             f"{t},{cine.times_ms[t]:g},{label},{volumes[t]:.3f}"
             for label, volumes in result.volumes_ml.items() for t in range(len(volumes))]

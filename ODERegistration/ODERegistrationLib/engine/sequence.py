@@ -9,7 +9,7 @@ phase's stack first gets its own smooth through-plane map (through_plane.py), al
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -69,7 +69,7 @@ def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
     if dimension == 4:
         phases = [image[:, :, :, t] for t in range(image.GetSize()[3])]
     elif dimension == 3 and time_axis:
-        phases = [sitk.JoinSeries(image[:, :, t]) for t in range(image.GetSize()[2])]
+        phases = [_frame_of_2d_cine(image, t) for t in range(image.GetSize()[2])]
     elif dimension == 3:
         raise InputError(f"{name}: is 3-D; give --time-axis to read its last axis as the phases of a 2-D cine, or "
                          "a 4-D image (x, y, slice, phase)")
@@ -78,6 +78,24 @@ def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
                          f"this one is {dimension}-D")
     axis = dimension - 1
     return Cine(phases, [image.GetOrigin()[axis] + t * image.GetSpacing()[axis] for t in range(len(phases))], axis)
+
+
+def _frame_of_2d_cine(image: sitk.Image, t: int) -> sitk.Image:
+    """Phase ``t`` of a 2-D + time image as a one-slice volume, 1 mm thick, at the image's own origin and
+    orientation: its third axis is time, so every phase lies in the first one's plane (cut as 2-D, the phases of an
+    oblique image would each get another origin and a projected, non-orthogonal orientation)."""
+    frame = image[:, :, t:t + 1]
+    frame.SetOrigin(image.GetOrigin())
+    frame.SetSpacing(image.GetSpacing()[:2] + (1.0,))
+    return frame
+
+
+def _plane_to_frame(points: Sequence[Sequence[float]], frame: sitk.Image) -> List[Tuple[float, ...]]:
+    """2-D physical points in the plane of a 2-D + time cine (as its 2-D label maps give them) as 3-D points of
+    its one-slice phase ``frame``."""
+    plane = frame[:, :, 0]
+    return [frame.TransformContinuousIndexToPhysicalPoint(plane.TransformPhysicalPointToContinuousIndex(
+        [float(value) for value in point]) + (0.0,)) for point in points]
 
 
 def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name: str) -> sitk.Image:
@@ -92,8 +110,9 @@ def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name:
             raise InputError(f"{name}: has {labels.GetSize()[cine.time_axis_in_input]} phases, the cine "
                              f"{len(cine.phases)}")
         labels = split_phases(labels, cine.time_axis_in_input == 2, name).phases[reference_phase]
-    elif cine.time_axis_in_input == 2 and labels.GetDimension() == 2:
-        labels = sitk.JoinSeries(labels)
+    elif cine.time_axis_in_input == 2 and labels.GetDimension() == 2:  # a 2-D map in the plane of the frames
+        check_labels(labels, reference[:, :, 0], name, f"the cine's phase {reference_phase}")
+        labels = _on_grid(sitk.GetArrayFromImage(labels)[None], reference)
     array = check_labels(labels, reference, name, f"the cine's phase {reference_phase}")
     if not array.any():
         raise InputError(f"{name}: has no label on phase {reference_phase} (every voxel is 0)")
@@ -132,8 +151,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     moving = stack([sitk.GetArrayFromImage(reference)[slices]] * len(others))
     moving_labels = stack([label_array[slices]] * len(others))
     if region_corners is not None:  # the box's in-plane extent, across every slice of the stack
-        if cine.time_axis_in_input == 2:  # a 2-D + time cine: 2-D corners lie in its one slice's plane
-            region_corners = [list(corner) + list(reference.GetOrigin()[len(corner):]) for corner in region_corners]
+        if cine.time_axis_in_input == 2 and len(region_corners[0]) == 2:  # 2-D corners in the frames' plane
+            region_corners = _plane_to_frame(region_corners, reference)
         box = region_from_corners(region_corners, reference, "--roi box")
         size = fixed.GetSize()
         region_corners = [fixed.TransformIndexToPhysicalPoint(corner) for corner in

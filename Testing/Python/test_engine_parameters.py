@@ -140,6 +140,16 @@ def test_version_and_a_rejected_value_shows_the_register_usage(capsys):
     assert "levels must be between 1 and 6, not 9" in error
 
 
+def test_parameters_of_an_earlier_run_that_are_not_a_file_are_named_as_such(capsys, tmp_path):
+    """--parameters takes a report.json: a missing one was reported as 'no such preset'."""
+    from ODERegistrationLib.cli.main import main
+
+    missing = str(tmp_path / "report.json")
+    with pytest.raises(SystemExit) as exit:
+        main(["register", "--fixed", "f", "--moving", "m", "--output-dir", "o", "--parameters", missing])
+    assert exit.value.code == 2 and f"--parameters {missing}: no such file" in capsys.readouterr().err
+
+
 def test_the_docs_parameter_table_is_the_one_generated_from_the_dataclass():
     from ODERegistrationLib.engine.parameters import markdown_table
 

@@ -5,6 +5,7 @@ Errors in the inputs print one line naming the file and the problem, and exit wi
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -117,6 +118,8 @@ def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationPara
              if name != "region" and getattr(arguments, name) is not None}
     if isinstance(arguments.roi, str):
         given["region"] = arguments.roi
+    if arguments.parameters is not None and not os.path.isfile(arguments.parameters):
+        raise ValueError(f"--parameters {arguments.parameters}: no such file (an earlier run's report.json)")
     return load_preset(arguments.parameters or arguments.preset).replace(**given)
 
 

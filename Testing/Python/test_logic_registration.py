@@ -194,6 +194,17 @@ def test_a_segmentation_without_segments_is_a_clear_error(mrml, cardiac_2d):
     assert mrml.scene.GetNumberOfNodes() == node_count
 
 
+def test_a_segmentation_outside_its_volume_is_named_as_such(mrml, cardiac_2d):
+    """Segments drawn on another volume, away from this one: the label map came out empty and the engine said the
+    labels were 'empty', with segments plainly in the segmentation."""
+    labels = image_from_volume(cardiac_2d["moving"]) > 0
+    labels.SetOrigin([value + 500.0 for value in labels.GetOrigin()])
+    elsewhere = add_segmentation(mrml.scene, labels, cardiac_2d["moving"], "drawn elsewhere")
+    with pytest.raises(InputError, match="drawn elsewhere: none of its segments covers a voxel of ED"):
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
+                                                                  moving_segmentation=elsewhere))
+
+
 def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="fixed and a moving"):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))

@@ -51,6 +51,9 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
             if node.GetID() not in nodes_before:
                 scene.RemoveNode(node)
     labels = sitk.Cast(image, sitk.sitkUInt16)
+    if not sitk.GetArrayViewFromImage(labels).any():
+        raise InputError(f"{segmentation_node.GetName()}: none of its segments covers a voxel of "
+                         f"{reference_volume.GetName()}; draw them on that volume")
     if numbered_like is None:
         return labels
     array = sitk.GetArrayFromImage(labels)

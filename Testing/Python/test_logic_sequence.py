@@ -110,6 +110,25 @@ def test_a_cancelled_run_changes_nothing(mrml, cine_piece_files):
     assert sequence.GetNumberOfDataNodes() == 3 and segmentation.GetSegmentation().GetNumberOfSegments() == 2
 
 
+def test_segments_of_one_name_keep_their_own_volumes_and_an_empty_one_no_curve(mrml, cine_piece_files):
+    """Two segments named alike shared one table column and one cycle (the second overwrote the first's volumes);
+    a segment with no voxel got a curve on a column that does not exist."""
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    segmentation.GetSegmentation().GetNthSegment(1).SetName("LV blood pool")
+    segmentation.GetSegmentation().AddEmptySegment("not drawn yet")
+    outputs = SequenceLogic(mrml.scene, mrml.logics.sequences).run(request(sequence, segmentation))
+    columns = [outputs.table.GetColumnName(index) for index in range(2, outputs.table.GetNumberOfColumns())]
+    assert columns == ["LV blood pool (1) (ml)", "LV blood pool (2) (ml)"]
+    assert list(outputs.cycles) == ["LV blood pool (1)", "LV blood pool (2)"]
+    volumes = [outputs.table.GetTable().GetColumnByName(column).GetValue(REFERENCE) for column in columns]
+    labels = sitk.GetArrayFromImage(outputs.result.labels[REFERENCE])
+    voxel_ml = np.prod(outputs.result.labels[REFERENCE].GetSpacing()) / 1000.0
+    assert volumes == pytest.approx([(labels == value).sum() * voxel_ml for value in (1, 2)])
+    chart = outputs.plot_chart
+    series = [chart.GetNthPlotSeriesNode(index) for index in range(chart.GetNumberOfPlotSeriesNodes())]
+    assert sorted(node.GetYColumnName() for node in series) == columns
+
+
 @pytest.mark.parametrize("case, message", [
     ("reference out of range", "out of range"),
     ("one frame", "single phase"),

@@ -18,8 +18,11 @@ def segment_ids(segmentation_node: "slicer.vtkMRMLSegmentationNode") -> List[str
 
 
 def segment_names(segmentation_node: "slicer.vtkMRMLSegmentationNode") -> List[str]:
+    """The segments' names, a repeated one followed by the segment's number ('LV (2)'): tables, plots and the
+    pairing of fixed with moving segments go by name."""
     segmentation = segmentation_node.GetSegmentation()
-    return [segmentation.GetSegment(segment_id).GetName() for segment_id in segment_ids(segmentation_node)]
+    names = [segmentation.GetSegment(segment_id).GetName() for segment_id in segment_ids(segmentation_node)]
+    return [name if names.count(name) == 1 else f"{name} ({number})" for number, name in enumerate(names, start=1)]
 
 
 def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode",

@@ -172,6 +172,8 @@ class SequenceLogic:
         x_column = table.GetColumnName(1)
         for label, segment_id in enumerate(ids, start=1):
             segment_name = names[str(label)]
+            if segment_name not in cycles:  # a segment with no voxel has no volume column
+                continue
             series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{segment_name} volume")
             series.SetAndObserveTableNodeID(table.GetID())
             series.SetXColumnName(x_column)

@@ -87,6 +87,30 @@ def test_masks_that_cannot_be_used_are_refused(small_2d_pair):
         register_images(fixed, moving, RegistrationParameters(iterations=1), moving_mask=empty)
 
 
+def test_stack_slices_a_mask_leaves_out_are_flagged(small_2d_pair):
+    """A mask drawn on some slices of a stack registered slice by slice: the others compared nothing and stayed at
+    the identity without a word."""
+    def stack(image, slices=3):
+        volume = sitk.JoinSeries([image] * slices)
+        volume.SetSpacing(image.GetSpacing() + (10.0,))
+        return volume
+
+    fixed, moving = stack(small_2d_pair["fixed"]), stack(small_2d_pair["moving"])
+    mask = sitk.GetArrayFromImage(small_2d_pair["fixed_labels"] > 0)[None].repeat(3, axis=0)
+    parameters = RegistrationParameters(iterations=2, region="whole", through_plane_sigma_mm=0.0)
+
+    def warnings(mask_array):
+        mask_image = sitk.GetImageFromArray(mask_array.astype(np.uint8))
+        mask_image.CopyInformation(fixed)
+        return register_images(fixed, moving, parameters, fixed_mask=mask_image).report["warnings"]
+
+    assert not any("fixed mask" in warning for warning in warnings(mask))
+    partial = mask.copy()
+    partial[[0, 2]] = 0
+    flagged = [warning for warning in warnings(partial) if warning.startswith("fixed mask")]
+    assert len(flagged) == 1 and "slice(s) 0, 2 of the region" in flagged[0]
+
+
 @pytest.mark.parametrize("blanked", ["fixed", "moving"])
 def test_a_region_where_an_image_is_constant_is_refused_before_any_work(small_2d_pair, blanked):
     """A box placed on blank background (or on the part of the grid the moving image does not cover) would give

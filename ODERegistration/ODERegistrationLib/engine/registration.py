@@ -97,6 +97,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                          f"{region.start[0]} to {region.stop[0] - 1}")
     layout = dataclasses.replace(choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1]),
                                  stacks=stacks)
+    mask_warnings = _maskless_slices_warnings(layout, region, names, {"fixed_mask": (fixed_mask, fixed_weight),
+                                                                      "moving_mask": (moving_mask, moving_weight)})
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
@@ -125,7 +127,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     fold, inverse_fold = folding(determinant), folding(inverse_determinant)
     overlap = float(support.mean())
-    warnings = []
+    warnings = mask_warnings
     if not fields.similarity_improved:
         warnings.append(f"the similarity did not improve ({fields.similarity_start:.4g} -> "
                         f"{fields.similarity_end:.4g} after {fields.iterations_run} iterations): the map is close to "
@@ -220,6 +222,24 @@ def _check_region_content(region: Region, names: Dict[str, str], images: Dict[st
     for key, (mask, weight) in masks.items():
         if mask is not None and not weight[region.slices].any():
             raise InputError(f"{names[key]}: has no voxel inside {where}, so no voxel would be compared")
+
+
+def _maskless_slices_warnings(layout: TensorLayout, region: Region, names: Dict[str, str],
+                              masks: Dict[str, Tuple[Optional[sitk.Image], np.ndarray]]) -> List[str]:
+    """Slices of a stack registered slice by slice on which a given mask has no voxel: the similarity compares
+    nothing there, so their in-plane maps stay at the identity."""
+    if layout.mode != "slices":
+        return []
+    warnings = []
+    for key, (mask, weight) in masks.items():
+        if mask is None:
+            continue
+        planes = np.moveaxis(weight[region.slices] > 0, layout.slice_axis, 0)
+        empty = [region.start[layout.slice_axis] + k for k, plane in enumerate(planes) if not plane.any()]
+        if empty:
+            warnings.append(f"{names[key]}: has no voxel on slice(s) {', '.join(map(str, empty))} of the region; "
+                            "the similarity compares nothing there, so those slices are not registered in-plane")
+    return warnings
 
 
 def _unmoved_labels_warning(warped_labels: sitk.Image, forward: sitk.Image, fixed: sitk.Image) -> List[str]:

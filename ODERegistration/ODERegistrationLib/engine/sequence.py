@@ -141,6 +141,9 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     contoured frame and the expert's volumes to the report.
     """
     names = {"cine": "cine", "labels": "labels", **(names or {})}
+    if parameters.mode == "3d":  # the mode is set to slices below: say so rather than run something else
+        raise InputError("mode 3d: a sequence is registered slice by slice (mode auto or slices); "
+                         "--through-plane-sigma-mm adds a smooth 3-D map across the slices")
     reference = cine.phases[reference_phase]
     label_array = sitk.GetArrayFromImage(labels)
     labelled = [k for k in range(label_array.shape[0]) if label_array[k].any()]

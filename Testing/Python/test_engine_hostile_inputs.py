@@ -197,6 +197,18 @@ def test_fixed_labels_alone_are_refused(files, tmp_path, capsys):
     assert "moving labels too" in one_line_error(capsys)
 
 
+def test_fixed_labels_numbered_unlike_the_moving_ones_are_flagged(files, tmp_path):
+    """Fixed labels 10, 20, 30 against moving labels 1, 2, 3 scored Dice 0 for every label without a word; fixed
+    labels that the moving ones all have (the usual case, and the demo's) are not flagged."""
+    renumbered = str(tmp_path / "fixed_labels_x10.nii.gz")
+    sitk.WriteImage(sitk.ReadImage(files["fixed_labels"]) * 10, renumbered)
+    for fixed_labels, output, flagged in ((files["fixed_labels"], tmp_path / "same", False),
+                                          (renumbered, tmp_path / "renumbered", True)):
+        assert register(files, output, "--fixed-labels", fixed_labels, "--iterations", "2") == 0
+        warnings = json.loads((output / "report.json").read_text())["warnings"]
+        assert any("score Dice 0" in warning and fixed_labels in warning for warning in warnings) == flagged
+
+
 @pytest.mark.parametrize("after_checks", [3, 4, 5])
 def test_cancel_while_the_outputs_are_made_stops_the_run(small_2d_pair, after_checks):
     """Cancel must act within seconds even after the optimizer's last iteration: making the outputs of a whole

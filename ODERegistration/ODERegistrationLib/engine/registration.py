@@ -173,6 +173,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed))
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
+            warnings.extend(_unpaired_labels_warning(fixed_labels, moving_labels, names))
     return result
 
 
@@ -357,6 +358,20 @@ def warp_labels(labels: sitk.Image, reference: sitk.Image, displacement: sitk.Im
     warped = sitk.GetImageFromArray(winner.astype(sitk.GetArrayViewFromImage(labels).dtype))
     warped.CopyInformation(reference)
     return warped
+
+
+def _unpaired_labels_warning(fixed_labels: sitk.Image, moving_labels: sitk.Image, names: Dict[str, str]) -> List[str]:
+    """A warning for labels of the fixed map that the moving map lacks: each label is scored against the same
+    value, so they score Dice 0 (two numbering conventions, or a file of another pair, would give Dice 0 for
+    everything without a word). Moving labels the fixed map lacks are common (an expert drew fewer structures
+    there) and are simply not scored."""
+    fixed_values, moving_values = ({int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels))} - {0}
+                                   for labels in (fixed_labels, moving_labels))
+    unpaired = sorted(fixed_values - moving_values)
+    if not unpaired:
+        return []
+    return [f"label(s) {', '.join(map(str, unpaired))} of {names['fixed_labels']} are not in "
+            f"{names['moving_labels']}, so they score Dice 0: each label is scored against the same value"]
 
 
 def evaluate_labels(fixed_labels: sitk.Image, moving_labels: sitk.Image, warped_labels: sitk.Image) -> Dict:

@@ -65,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         expert_image = sitk.ReadImage(str(arguments.data / entry["labels"]))
         reference = entry["ed_phase_modal"]
         labels = reference_labels(expert_image, cine, reference, entry["labels"])
-        experts = expert_phases(expert_image, cine, entry["labels"])
+        experts = expert_phases(expert_image, cine, entry["labels"], labels)
         if arguments.phases:
             kept = sorted(set(arguments.phases) | {reference})
             cine = Cine([cine.phases[t] for t in kept], [cine.times_ms[t] for t in kept], cine.time_axis_in_input)

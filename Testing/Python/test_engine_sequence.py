@@ -184,6 +184,7 @@ def test_an_oblique_2d_plus_time_cine_keeps_its_plane_for_every_phase(cine_piece
     ("one phase", "single phase"),
     ("labels in the output folder, named like an output", "would overwrite or remove it"),
     ("--mode 3d, which the sequence would not do", "registered slice by slice"),
+    ("expert labels numbered unlike the labels", "holds none of the propagated labels' values (1, 2)"),
 ])
 def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, tmp_path, capsys, case, message):
     cine, labels = sitk.ReadImage(str(cine_piece_files["cine"])), sitk.ReadImage(str(cine_piece_files["labels"]))
@@ -206,11 +207,17 @@ def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, t
         output.mkdir()
         arguments["labels"] = output / "labels.nii.gz"
         sitk.WriteImage(labels, str(arguments["labels"]))
+    elif case == "expert labels numbered unlike the labels":
+        renumbered = sitk.GetImageFromArray(sitk.GetArrayFromImage(labels) * 10, isVector=False)
+        renumbered.CopyInformation(labels)
+        sitk.WriteImage(renumbered, str(tmp_path / "experts_x10.nii.gz"))
     elif case == "one phase":  # a 2-D + time image of one phase (a 4-D file of one phase reads as 3-D, the first case)
         arguments["cine"] = tmp_path / "one.nii.gz"
         sitk.WriteImage(cine[:, :, 0, 0:1], str(arguments["cine"]))
         reference = "0"
-    extra = {"one phase": ["--time-axis"], "--mode 3d, which the sequence would not do": ["--mode", "3d"]}.get(case, [])
+    extra = {"one phase": ["--time-axis"], "--mode 3d, which the sequence would not do": ["--mode", "3d"],
+             "expert labels numbered unlike the labels": ["--expert-labels", str(tmp_path / "experts_x10.nii.gz")],
+             }.get(case, [])
     code = main(["sequence", "--cine", str(arguments["cine"]), "--labels", str(arguments["labels"]),
                  "--reference-phase", reference, "--output-dir", str(output), "--quiet", *extra])
     error = capsys.readouterr().err.strip()

@@ -201,7 +201,7 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
     experts = None
     if arguments.expert_labels:
         experts = expert_phases(read_image(arguments.expert_labels, "expert labels"), cine,
-                                f"expert labels {arguments.expert_labels}")
+                                f"expert labels {arguments.expert_labels}", labels)
     with ProgressBar(disabled=arguments.quiet) as bar:
         result = register_sequence(cine, labels, arguments.reference_phase, parameters, progress=bar.update,
                                    names={"cine": f"cine {arguments.cine}", "labels": f"labels {arguments.labels}"},

@@ -119,13 +119,19 @@ def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name:
     return labels
 
 
-def expert_phases(labels: sitk.Image, cine: Cine, name: str) -> List[sitk.Image]:
-    """A label sequence like the cine, one label map per phase on that phase's grid."""
+def expert_phases(labels: sitk.Image, cine: Cine, name: str, propagated: sitk.Image) -> List[sitk.Image]:
+    """A label sequence like the cine, one label map per phase on that phase's grid, holding at least one value
+    of the ``propagated`` reference labels (each label is compared with the same value)."""
     phases = split_phases(labels, cine.time_axis_in_input == 2, name).phases
     if len(phases) != len(cine.phases):
         raise InputError(f"{name}: has {len(phases)} phases, the cine {len(cine.phases)}")
+    values = set()
     for t, (label_map, phase) in enumerate(zip(phases, cine.phases)):
-        check_labels(label_map, phase, f"{name} phase {t}", f"the cine's phase {t}")
+        values.update(np.unique(check_labels(label_map, phase, f"{name} phase {t}", f"the cine's phase {t}")).tolist())
+    wanted = set(np.unique(sitk.GetArrayViewFromImage(propagated)).tolist()) - {0}
+    if not wanted & values:
+        raise InputError(f"{name}: holds none of the propagated labels' values "
+                         f"({', '.join(map(str, sorted(wanted)))}); each label is compared with the same value")
     return phases
 
 

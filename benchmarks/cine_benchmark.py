@@ -146,10 +146,11 @@ def _run_peer(method, cine, labels, reference, parameters):
 def _score(entry: Dict, method: str, propagated, experts, folded: int, seconds: float, registered: int) -> Dict:
     voxel_ml = 1.0  # volumes cancel in the ejection fraction; the report's ml come from the engine's own run
     scores = against_experts(propagated, experts, [CAVITY], voxel_ml)
-    es = scores["es_phase_per_slice"]
+    cycle = scores["labels"][str(CAVITY)]
+    es = cycle["es_phase_per_slice"]
     frames = [frame[str(CAVITY)] for frame in scores["frames"]
               if str(frame["slice"]) in es and frame["phase"] == es[str(frame["slice"])]]
-    expert_ef, ef = scores["expert"]["ef_percent"], scores["propagated"]["ef_percent"]
+    expert_ef, ef = cycle["expert"]["ef_percent"], cycle["propagated"]["ef_percent"]
     return {"sequence": entry["id"], "method": method, "es_slices": len(frames),
             "es_dice": statistics.mean(f["dice"] for f in frames),
             "es_hd95_mm": statistics.mean(f["hausdorff95_mm"] for f in frames),

@@ -114,7 +114,14 @@ def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, 
     assert {(f["phase"], f["slice"]) for f in frames} == {(0, 0), (0, 1), (2, 0), (2, 1)}
     before = [f for f in frames if f["phase"] == 0]
     assert all(f["1"]["dice"] > 0.8 for f in before)
-    assert report["expert"]["expert"]["ef_percent"] > 0
+    cycles = report["expert"]["labels"]  # every label's, not only label 1's: numbering conventions differ
+    expert_labels = sitk.GetArrayFromImage(sitk.ReadImage(str(cine_piece_files["labels"])))
+    drawn_twice = {value for value in (1, 2) if all((expert_labels[t] == value).any() for t in (0, 2))}
+    assert set(cycles) == {"1", "2"} and {int(v) for v, cycle in cycles.items() if cycle["slices"]} == drawn_twice
+    for value in drawn_twice:
+        cycle = cycles[str(value)]
+        assert cycle["expert"]["ef_percent"] > 0
+        assert cycle["expert"]["es_ml"] == pytest.approx((expert_labels[0] == value).sum() * voxel_ml, abs=1e-3)
 
 
 @pytest.fixture

@@ -220,10 +220,13 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
     for label, cycle in report["labels"].items():
         print(f"  label {label}: ED phase {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES phase {cycle['es_phase']} "
               f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
-    if "expert" in report:
-        expert, ours = report["expert"]["expert"], report["expert"]["propagated"]
-        print(f"  expert (slices {report['expert']['slices']}): EF {expert['ef_percent']} %, propagated on those "
-              f"slices and phases: EF {ours['ef_percent']} %")
+    for label, cycle in report.get("expert", {}).get("labels", {}).items():
+        if cycle["slices"]:
+            print(f"  label {label} against the expert on slices {cycle['slices']}: expert EF "
+                  f"{cycle['expert']['ef_percent']} %, propagated on those slices and phases "
+                  f"{cycle['propagated']['ef_percent']} %")
+        else:
+            print(f"  label {label}: no slice is contoured by the expert at two phases, so no expert EF")
     return 0
 
 

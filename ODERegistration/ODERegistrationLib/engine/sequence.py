@@ -254,10 +254,9 @@ def _cycle(volumes: List[float]) -> Dict:
 
 
 def against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], values: Sequence[int],
-                     voxel_ml: float) -> Dict:
-    """Dice / HD95 on every contoured frame (slice, phase); and on the slices contoured at two phases, the
-    expert's and the propagated cavity (label 1) volumes at each slice's larger (end-diastolic) and smaller
-    (end-systolic) contour, and the ejection fractions they give."""
+                    voxel_ml: float) -> Dict:
+    """Dice / HD95 on every contoured frame (slice, phase), and per label its cycle against the expert's
+    (:func:`_expert_cycle`)."""
     frames = []
     for t, (ours, theirs) in enumerate(zip(propagated, experts)):
         expert = sitk.GetArrayViewFromImage(theirs)
@@ -266,18 +265,26 @@ def against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], val
             if present:
                 scores = label_scores(theirs[:, :, k], ours[:, :, k], present)
                 frames.append({"phase": t, "slice": k, **{str(v): vars(scores[v]) for v in present}})
+    return {"frames": frames,
+            "labels": {str(v): _expert_cycle(propagated, experts, v, voxel_ml) for v in values}}
+
+
+def _expert_cycle(propagated: List[sitk.Image], experts: List[sitk.Image], value: int, voxel_ml: float) -> Dict:
+    """On the slices where the expert drew ``value`` at two phases or more: the expert's and the propagated volumes
+    at each slice's larger (end-diastolic) and smaller (end-systolic) contour, and the ejection fractions they
+    give."""
     areas = {}
     for t, theirs in enumerate(experts):
         expert = sitk.GetArrayViewFromImage(theirs)
         for k in range(expert.shape[0]):
-            if (expert[k] == 1).any():
-                areas.setdefault(k, []).append((float((expert[k] == 1).sum() * voxel_ml), t))
+            if (expert[k] == value).any():
+                areas.setdefault(k, []).append((float((expert[k] == value).sum() * voxel_ml), t))
     paired = {k: sorted(found) for k, found in areas.items() if len(found) >= 2}
-    volume = lambda image, k: float((sitk.GetArrayViewFromImage(image)[k] == 1).sum() * voxel_ml)
+    volume = lambda image, k: float((sitk.GetArrayViewFromImage(image)[k] == value).sum() * voxel_ml)
     expert_ed, expert_es = (sum(found[i][0] for found in paired.values()) for i in (-1, 0))
     ours_ed, ours_es = (sum(volume(propagated[found[i][1]], k) for k, found in paired.items()) for i in (-1, 0))
     ejection = lambda ed, es: round(100.0 * (ed - es) / ed, 2) if ed > 0 else None
-    return {"frames": frames, "slices": sorted(paired),
+    return {"slices": sorted(paired),
             "ed_phase_per_slice": {str(k): found[-1][1] for k, found in sorted(paired.items())},
             "es_phase_per_slice": {str(k): found[0][1] for k, found in sorted(paired.items())},
             "expert": {"ed_ml": round(expert_ed, 3), "es_ml": round(expert_es, 3),

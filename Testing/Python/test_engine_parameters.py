@@ -68,6 +68,11 @@ def test_invalid_parameters_are_refused(change):
         RegistrationParameters(**change)
 
 
+def test_a_range_of_whole_numbers_is_said_in_full():
+    with pytest.raises(ValueError, match="seed must be between 0 and 2147483647, not -1$"):
+        RegistrationParameters(seed=-1)
+
+
 def test_early_stop_only_when_the_loss_stalls_after_the_similarity_improved():
     parameters = RegistrationParameters(convergence_tolerance=1e-3, convergence_window=10)
     moved = [-1.0] + [-1.5] * 39

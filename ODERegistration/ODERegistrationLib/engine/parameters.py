@@ -129,7 +129,8 @@ class RegistrationParameters:
             if spec.choices and value not in spec.choices:
                 raise ValueError(f"{text} must be one of {', '.join(spec.choices)}, not {value!r}")
             if spec.minimum is not None and not spec.minimum <= value <= spec.maximum:
-                raise ValueError(f"{text} must be between {spec.minimum:g} and {spec.maximum:g}, not {value:g}")
+                raise ValueError(f"{text} must be between {_number(spec.minimum)} and {_number(spec.maximum)}, "
+                                 f"not {_number(value)}")
         if self.kernel_size_2d % 2 == 0 or self.kernel_size_3d % 2 == 0:
             raise ValueError("kernel sizes must be odd")
 
@@ -179,6 +180,11 @@ def field_type(name: str) -> type:
     return type(defaults()[name])
 
 
+def _number(value: float) -> str:
+    """A whole number in full (a seed's 2147483647, not 2.14748e+09), any other as short as it reads."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def option_flag(name: str) -> str:
     return specs()[name].flag or "--" + name.replace("_", "-")
 
@@ -187,7 +193,7 @@ def markdown_table() -> str:
     """docs/parameters.md: every parameter with its option, default, paper value, range and help."""
     rows = ["| parameter | option | default | paper | allowed | what |", "|---|---|---|---|---|---|"]
     for name, spec in specs().items():
-        allowed = ", ".join(spec.choices) if spec.choices else f"{spec.minimum:g} to {spec.maximum:g}"
+        allowed = ", ".join(spec.choices) if spec.choices else f"{_number(spec.minimum)} to {_number(spec.maximum)}"
         rows.append(f"| `{name}` | `{option_flag(name)}` | {defaults()[name]} | {spec.paper} | {allowed} | "
                     f"{spec.help} |")
     return ("# Parameters\n\nGenerated from `ODERegistrationLib/engine/parameters.py` (the one place they are "

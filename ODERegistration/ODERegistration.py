@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from ODERegistrationLib.engine.presets import (DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_description,
-                                               preset_files, save_preset)
+                                               preset_files, save_preset, user_preset_path)
 from ODERegistrationLib.panel import apply_preset, engine_parameter_fields, parameters_from_node
 from ODERegistrationLib.sample_data import sample_pair
 
@@ -244,11 +244,11 @@ class ODERegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not name:
             return
         with slicer.util.tryWithErrorDisplay("Could not save the preset.", waitCursor=True):
-            save_preset(parameters_from_node(self._parameterNode), self._userPresetFolder() / f"{name}.json",
-                        "Saved from the ODE Registration panel.")
+            path = user_preset_path(self._userPresetFolder(), name)
+            save_preset(parameters_from_node(self._parameterNode), path, "Saved from the ODE Registration panel.")
             self._fillPresets()
-            self.ui.presetComboBox.setCurrentText(name)
-            self._parameterNode.preset = name
+            self.ui.presetComboBox.setCurrentText(path.stem)
+            self._parameterNode.preset = path.stem
 
     def onSequencePresetChosen(self, index: int) -> None:
         self._parameterNode.sequencePreset = self.ui.sequencePresetComboBox.itemText(index)

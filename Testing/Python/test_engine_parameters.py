@@ -6,7 +6,7 @@ import pytest
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.optimizer import _converged
 from ODERegistrationLib.engine.parameters import RegistrationParameters, defaults, paper_values, specs
-from ODERegistrationLib.engine.presets import load_preset, preset_files, save_preset
+from ODERegistrationLib.engine.presets import load_preset, preset_files, save_preset, user_preset_path
 
 
 def test_paper_preset_is_the_published_configuration():
@@ -26,6 +26,19 @@ def test_the_shipped_preset_files_are_the_dataclass_defaults_and_paper_values():
     assert load_preset("paper").as_dict() == paper_values()
     for name in ("fast", "paper", "sequence"):  # every parameter listed: a preset keeps its meaning when defaults change
         assert set(json.loads(preset_files()[name].read_text())["parameters"]) == set(specs())
+
+
+def test_a_user_preset_cannot_take_a_shipped_name_so_paper_stays_the_published_method(tmp_path):
+    """The panel reads the user's preset folder too, where a saved 'paper' used to win over the shipped one."""
+    save_preset(RegistrationParameters(iterations=3), tmp_path / "paper.json")
+    save_preset(RegistrationParameters(iterations=4), tmp_path / "mine.json")
+    assert preset_files([tmp_path])["paper"] == preset_files()["paper"]
+    assert load_preset("paper", [tmp_path]) == load_preset("paper")
+    assert load_preset("mine", [tmp_path]).iterations == 4
+    assert user_preset_path(tmp_path, " mine ") == tmp_path / "mine.json"
+    for name, message in (("paper", "a shipped preset has it"), ("../elsewhere", "without folders"), ("", "plain")):
+        with pytest.raises(ValueError, match=message):
+            user_preset_path(tmp_path, name)
 
 
 def test_a_saved_preset_and_a_report_give_back_the_same_parameters(tmp_path):

@@ -20,12 +20,24 @@ SEQUENCE_PRESET = "sequence"
 
 
 def preset_files(folders: Iterable[Path] = ()) -> Dict[str, Path]:
-    """Preset name -> file, the shipped ones first; a user folder's preset of the same name wins."""
-    files = {}
-    for folder in (SHIPPED_PRESETS, *folders):
-        for path in sorted(Path(folder).glob("*.json")):
-            files[path.stem] = path
+    """Preset name -> file, the shipped ones first, then the folders' in order (a later folder's preset of the same
+    name wins). A shipped preset cannot be replaced: ``paper`` must stay the published method in the panel too."""
+    files = {path.stem: path for path in sorted(SHIPPED_PRESETS.glob("*.json"))}
+    shipped = set(files)
+    for folder in folders:
+        files.update({path.stem: path for path in sorted(Path(folder).glob("*.json")) if path.stem not in shipped})
     return files
+
+
+def user_preset_path(folder: Path, name: str) -> Path:
+    """Where a user's preset of this name is saved; ValueError for a name that is not a plain file name or that a
+    shipped preset has (it would be ignored)."""
+    name = name.strip()
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"preset name {name!r}: give a plain name, without folders")
+    if name in preset_files():
+        raise ValueError(f"preset name {name!r}: a shipped preset has it; choose another name")
+    return Path(folder) / f"{name}.json"
 
 
 def load_preset(name_or_path: str, folders: Iterable[Path] = ()) -> RegistrationParameters:

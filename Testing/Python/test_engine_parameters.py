@@ -51,7 +51,9 @@ def test_a_saved_preset_and_a_report_give_back_the_same_parameters(tmp_path):
 
 @pytest.mark.parametrize("content, message", [({"parameters": {"iterationz": 5}}, "unknown parameter 'iterationz'"),
                                               ({"parameters": {"levels": 9}}, "levels must be between 1 and 6"),
-                                              ({"parameters": {"levels": "two"}}, "invalid literal"),
+                                              ({"parameters": {"levels": "two"}}, "levels must be a number"),
+                                              ({"parameters": {"iterations": 100.5}}, "a whole number, not 100.5"),
+                                              ({"parameters": {"iterations": True}}, "must be a number, not True"),
                                               ({"values": {}}, "not a preset"), ({"parameters": [1]}, "mapping")])
 def test_a_bad_preset_file_is_refused_naming_it(tmp_path, content, message):
     path = tmp_path / "bad.json"

@@ -157,9 +157,23 @@ class RegistrationParameters:
         if unknown:
             raise ValueError(f"{source}: unknown parameter {unknown[0]!r} (known: {', '.join(specs())})")
         try:
-            return cls(**{name: field_type(name)(value) for name, value in values.items()})
+            return cls(**{name: _from_file(name, value) for name, value in values.items()})
         except (TypeError, ValueError) as error:
             raise ValueError(f"{source}: {error}") from None
+
+
+def _from_file(name: str, value: Any) -> Any:
+    """A value read from a JSON file as the parameter's type; a number where a number belongs, a whole one for a
+    whole-number parameter (int() would turn 100.5 iterations into 100, and true into 1, without a word)."""
+    kind = field_type(name)
+    if kind is str:
+        return str(value)
+    text = name.replace("_", " ")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{text} must be a number, not {value!r}")
+    if kind is int and not float(value).is_integer():
+        raise ValueError(f"{text} must be a whole number, not {value!r}")
+    return kind(value)
 
 
 def specs() -> Dict[str, Spec]:

@@ -47,6 +47,29 @@ def test_displacement_file_alone_reproduces_the_warped_image(run):
     assert difference.max() < 1e-3 * np.ptp(sitk.GetArrayFromImage(moving))
 
 
+def test_the_fields_of_one_slice_volumes_are_read_back_as_volumes_that_reproduce_the_warps(small_2d_pair, tmp_path):
+    """A 2-D image saved from Slicer is a volume of one slice. ITK reads a vector NIfTI of one slice as 2-D with 3
+    components, which SimpleITK refused to apply to the volume ('number of elements ... same as the dimension')."""
+    paths = {}
+    for key in ("fixed", "moving"):
+        volume = sitk.JoinSeries(small_2d_pair[key])
+        volume.SetOrigin(small_2d_pair[key].GetOrigin() + (-42.0,))
+        paths[key] = str(tmp_path / f"{key}_one_slice.nii.gz")
+        sitk.WriteImage(volume, paths[key])
+    output = tmp_path / "out"
+    assert main(["register", "--fixed", paths["fixed"], "--moving", paths["moving"], "--output-dir", str(output),
+                 "--iterations", "30", "--quiet"]) == 0
+    fixed, moving = (sitk.ReadImage(paths[key], sitk.sitkFloat32) for key in ("fixed", "moving"))
+    for field_name, source, target, warped_name in (("displacement", moving, fixed, "warped"),
+                                                    ("inverse_displacement", fixed, moving, "inverse_warped")):
+        field = sitk.ReadImage(str(output / f"{field_name}.nii.gz"), sitk.sitkVectorFloat64)
+        assert field.GetDimension() == 3 and field.GetOrigin() == pytest.approx(target.GetOrigin())
+        resampled = sitk.Resample(source, target, sitk.DisplacementFieldTransform(field), sitk.sitkLinear, 0.0)
+        warped = sitk.ReadImage(str(output / f"{warped_name}.nii.gz"))
+        difference = np.abs(sitk.GetArrayFromImage(resampled) - sitk.GetArrayFromImage(warped))
+        assert difference.max() < 1e-3 * np.ptp(sitk.GetArrayFromImage(source))
+
+
 def test_inverse_displacement_maps_moving_points_back_to_fixed_points(run):
     _, _, output = run
     forward = sitk.DisplacementFieldTransform(sitk.ReadImage(str(output / "displacement.nii.gz"), sitk.sitkVectorFloat64))

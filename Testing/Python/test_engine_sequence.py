@@ -182,6 +182,17 @@ def test_an_oblique_2d_plus_time_cine_keeps_its_plane_for_every_phase(cine_piece
     assert np.array_equal(sitk.GetArrayFromImage(propagated)[2], sitk.GetArrayFromImage(written)[2])
     assert all(sitk.GetArrayFromImage(propagated)[t].any() for t in (0, 1))
 
+    def frame(image, t):  # a phase as the documented one-slice volume in the image's plane
+        one = image[:, :, t:t + 1]
+        one.SetOrigin(image.GetOrigin())
+        one.SetSpacing(image.GetSpacing()[:2] + (1.0,))
+        return one
+
+    field = sitk.ReadImage(str(tmp_path / "out" / "forward_phase00.nii.gz"), sitk.sitkVectorFloat64)
+    assert field.GetDimension() == 3  # not 2-D with 3 components, as ITK reads a vector NIfTI of one slice
+    again = warp_labels(frame(written, 2), frame(propagated, 0), field)
+    assert np.array_equal(sitk.GetArrayFromImage(again)[0], sitk.GetArrayFromImage(propagated)[0])
+
 
 @pytest.mark.parametrize("case, message", [
     ("3-D without --time-axis", "give --time-axis"),

@@ -75,7 +75,7 @@ def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
         for attribute, filename in OUTPUT_FILES.items():
             image = getattr(result, attribute)
             if image is not None:
-                sitk.WriteImage(readable_as_written(image), str(staging / filename), useCompression=True)
+                sitk.WriteImage(_readable_as_written(image), str(staging / filename), useCompression=True)
         if write_extras is not None:
             write_extras(staging)
         write_report(result.report, staging)
@@ -83,7 +83,7 @@ def write_result(result: RegistrationResult, output_dir: str | os.PathLike,
     return write_folder(output_dir, write, is_pair_output)
 
 
-def readable_as_written(image: sitk.Image) -> sitk.Image:
+def _readable_as_written(image: sitk.Image) -> sitk.Image:
     """ITK reads a vector NIfTI whose last axis holds one voxel as an image of one dimension less: the field of a
     one-slice volume (a slice saved from Slicer, a frame of a 2-D cine) came back 2-D with 3 components, which no
     reader applies to the volume. Such a field is written with its slice repeated once along that axis (the same
@@ -152,9 +152,9 @@ def write_sequence(result, cine, output_dir: str | os.PathLike,
     or 2-D + time), volumes.csv, the extras (pictures) and report.json, all at once (:func:`write_folder`)."""
     def write(staging: Path) -> None:
         for t, (forward, backward) in enumerate(zip(result.forward, result.backward)):
-            sitk.WriteImage(readable_as_written(forward), str(staging / f"forward_phase{t:02d}.nii.gz"),
+            sitk.WriteImage(_readable_as_written(forward), str(staging / f"forward_phase{t:02d}.nii.gz"),
                             useCompression=True)
-            sitk.WriteImage(readable_as_written(backward), str(staging / f"inverse_phase{t:02d}.nii.gz"),
+            sitk.WriteImage(_readable_as_written(backward), str(staging / f"inverse_phase{t:02d}.nii.gz"),
                             useCompression=True)
         step = cine.times_ms[1] - cine.times_ms[0]
         if cine.time_axis_in_input == 3:

@@ -197,6 +197,21 @@ def test_fixed_labels_alone_are_refused(files, tmp_path, capsys):
     assert "moving labels too" in one_line_error(capsys)
 
 
+def test_moving_labels_outside_the_fixed_field_of_view_are_refused(files, tmp_path, capsys):
+    """A fixed image that shows another part of the body than the labels: the region was a sliver of margin, the
+    propagated labels came out empty, and the only word was that the map 'moves the labels by at most 0 mm'."""
+    corner = sitk.ReadImage(files["fixed"])[:16, :16]
+    labels_there = sitk.Resample(sitk.ReadImage(files["moving_labels"]), corner, sitk.Transform(),
+                                 sitk.sitkNearestNeighbor, 0)
+    assert not sitk.GetArrayFromImage(labels_there).any()
+    path = str(tmp_path / "corner.nii.gz")
+    sitk.WriteImage(corner, path)
+    assert register({**files, "fixed": path}, tmp_path / "out") == 2
+    message = one_line_error(capsys)
+    assert files["moving_labels"] in message and "no label lies inside the field of view" in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_fixed_labels_numbered_unlike_the_moving_ones_are_flagged(files, tmp_path):
     """Fixed labels 10, 20, 30 against moving labels 1, 2, 3 scored Dice 0 for every label without a word; fixed
     labels that the moving ones all have (the usual case, and the demo's) are not flagged."""

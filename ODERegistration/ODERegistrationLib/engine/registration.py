@@ -84,6 +84,10 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     if np.ptp(moving_on_fixed) == 0:
         raise InputError(f"{names['moving']}: does not overlap {names['fixed']} in physical space "
                          "(check origins and directions, or align them first)")
+    if moving_labels is not None and not sitk.GetArrayFromImage(
+            sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)).any():
+        raise InputError(f"{names['moving_labels']}: no label lies inside the field of view of {names['fixed']}, so "
+                         "none can be propagated onto it (check that the images show the same anatomy)")
     fixed_weight = _mask_on(fixed_mask, fixed, names["fixed_mask"])
     support = _support_on(moving, fixed)
     moving_weight = _mask_on(moving_mask, fixed, names["moving_mask"]) * support

@@ -140,3 +140,21 @@ def test_the_qa_picture_shows_both_label_maps_as_contours_and_dice_in_its_title(
     columns = pixels.shape[1]
     assert green[:, : columns // 4].sum() > 100  # on the fixed panel, the first of four columns
     assert magenta[:, : columns // 4].sum() > 50 and magenta[:, columns // 4: columns // 2].sum() > 100
+
+
+def test_the_qa_picture_of_a_stack_shows_the_slice_its_labels_cover_most():
+    """Labels drawn on a few slices of a stack: the picture showed the stack's middle slice, which held none of
+    them, so the clinician saw no contour at all. Without labels it shows the middle of the fitted region."""
+    from types import SimpleNamespace
+
+    from ODERegistrationLib.engine.qa import _shown_slice
+
+    labels = np.zeros((10, 32, 32), np.uint8)
+    labels[3, 10:20, 10:20] = 1
+    labels[2, 12:14, 12:14] = 2
+    region = {"index_start": [0, 0, 6], "index_size": [32, 32, 4]}
+    labelled = SimpleNamespace(warped_labels=sitk.GetImageFromArray(labels), report={"region": region})
+    assert _shown_slice(labelled, 0)[0] == 3
+    assert _shown_slice(SimpleNamespace(warped_labels=None, report={"region": region}), 0)[0] == 8
+    assert _shown_slice(labelled, None)[0] is None
+

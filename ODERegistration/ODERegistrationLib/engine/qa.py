@@ -1,9 +1,10 @@
 """The QA picture a clinician reads after a run: contours, images, differences, the deformation grid and det J,
-on the middle slice (3-D) or the image (2-D), one PNG."""
+on one slice of a volume (where the propagated labels are largest, else the middle of the region) or the image
+(2-D), one PNG."""
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,9 +29,10 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
 
     dim = fixed.GetDimension()
     across = _slice_axis(fixed)
+    shown, why = _shown_slice(result, across)
     rows_mm, columns_mm = [s for axis, s in enumerate(fixed.GetSpacing()[::-1]) if axis != across]
     on_fixed = lambda image, interpolator=sitk.sitkLinear: sitk.Resample(image, fixed, sitk.Transform(), interpolator, 0)
-    middle = lambda image: _middle_slice(sitk.GetArrayFromImage(image), across)
+    middle = lambda image: _cut(sitk.GetArrayFromImage(image), across, shown)
     fixed_slice, moving_slice, warped_slice, jacobian_slice = (
         middle(image)
         for image in (fixed, on_fixed(sitk.Cast(moving, sitk.sitkFloat32)), result.warped, result.jacobian))
@@ -57,7 +59,7 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     axes[0, 2].set_title("warped moving", fontsize=9)
     axes[0, 3].imshow(fixed_slice, **grey)
     in_plane = [dim - 1 - axis for axis in range(dim) if axis != across][::-1]  # (columns, rows) components
-    _draw_grid(axes[0, 3], _middle_slice(_voxel_displacement(result.forward), across)[..., in_plane])
+    _draw_grid(axes[0, 3], _cut(_voxel_displacement(result.forward), across, shown)[..., in_plane])
     axes[0, 3].set_title("deformation grid (forward map) on fixed", fontsize=9)
     axes[1, 0].imshow(_checkerboard(fixed_slice, warped_slice), **grey)
     axes[1, 0].set_title("checkerboard fixed / warped", fontsize=9)
@@ -73,7 +75,8 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     for axis in axes.flat:
         axis.set_axis_off()
     figure.suptitle(_title(result), fontsize=11)
-    figure.supxlabel(_caption(result, dim), fontsize=8, wrap=True)
+    figure.supxlabel(_caption(result, f"slice {shown} ({why})" if across is not None else "the image"), fontsize=8,
+                     wrap=True)
     figure.savefig(path, dpi=80)
     plt.close(figure)
 
@@ -86,8 +89,7 @@ def _title(result: RegistrationResult) -> str:
         f"label {label} {values['before']['dice']:.3f} -> {values['after']['dice']:.3f}" for label, values in scores.items())
 
 
-def _caption(result: RegistrationResult, dim: int) -> str:
-    where = "the middle slice" if dim == 3 else "the image"
+def _caption(result: RegistrationResult, where: str) -> str:
     region = result.report["region"]
     outside = ("" if region["source"] == "whole image" else
                f" Outside the region it was fitted in ({' x '.join(map(str, region['index_size']))} voxels) the map "
@@ -104,9 +106,25 @@ def _slice_axis(image: sitk.Image) -> Optional[int]:
     return int(np.argmin(sitk.GetArrayViewFromImage(image).shape)) if image.GetDimension() == 3 else None
 
 
-def _middle_slice(array: np.ndarray, across: Optional[int]) -> np.ndarray:
-    """The middle slice across that axis of a volume's array (scalar or vector); a 2-D image's array as it is."""
-    return array if across is None else np.take(array, array.shape[across] // 2, axis=across)
+def _shown_slice(result: RegistrationResult, across: Optional[int]) -> Tuple[Optional[int], str]:
+    """The slice of a volume the picture shows, and why: where the propagated labels cover most voxels (the
+    contours are what a clinician checks; the middle slice of a stack may hold none), else the middle of the region
+    the map was fitted in. None for a 2-D image."""
+    if across is None:
+        return None, ""
+    if result.warped_labels is not None:
+        labelled = np.moveaxis(sitk.GetArrayViewFromImage(result.warped_labels) != 0, across, 0)
+        counts = labelled.reshape(labelled.shape[0], -1).sum(axis=1)
+        if counts.any():
+            return int(np.argmax(counts)), "the one the propagated labels cover most"
+    region = result.report["region"]
+    axis = len(region["index_start"]) - 1 - across  # the report's corners are in (i, j, k) order
+    return region["index_start"][axis] + region["index_size"][axis] // 2, "the middle of the region"
+
+
+def _cut(array: np.ndarray, across: Optional[int], index: Optional[int]) -> np.ndarray:
+    """That slice across that axis of a volume's array (scalar or vector); a 2-D image's array as it is."""
+    return array if across is None else np.take(array, index, axis=across)
 
 
 def _voxel_displacement(field: sitk.Image) -> np.ndarray:

@@ -194,6 +194,22 @@ def test_an_oblique_2d_plus_time_cine_keeps_its_plane_for_every_phase(cine_piece
     assert np.array_equal(sitk.GetArrayFromImage(again)[0], sitk.GetArrayFromImage(propagated)[0])
 
 
+def test_contours_drawn_on_every_other_slice_give_every_output(tmp_path):
+    """The QA picture took the middle of the labelled range, a slice with no contour when the expert skipped
+    slices, and crashed on its empty box after the registration had run."""
+    paths = {"cine": tmp_path / "cine.nii.gz", "labels": tmp_path / "labels.nii.gz"}
+    cine = cine_piece(sitk.ReadImage(str(CINE / "SCD0000101_cine.nii.gz")), slices=(4, 5, 6))
+    labels = cine_piece(sitk.ReadImage(str(CINE / "SCD0000101_cine_labels.nii.gz")), slices=(4, 5, 6))
+    skipped = sitk.GetArrayFromImage(labels)
+    skipped[:, 1] = 0
+    skipped_image = sitk.GetImageFromArray(skipped, isVector=False)
+    skipped_image.CopyInformation(labels)
+    sitk.WriteImage(cine, str(paths["cine"]))
+    sitk.WriteImage(skipped_image, str(paths["labels"]))
+    assert sequence(paths, tmp_path / "out", "--iterations", "2") == 0
+    assert (tmp_path / "out" / "qa.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("case, message", [
     ("3-D without --time-axis", "give --time-axis"),
     ("reference phase out of range", "out of range"),

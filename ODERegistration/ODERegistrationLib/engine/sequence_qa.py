@@ -38,23 +38,25 @@ def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
 
 
 ZOOM_MARGIN_MM = 30.0
-"""The QA picture shows the labels' box on the middle slice plus this margin (the views stay in the image)."""
+"""The QA picture shows the labels' box on the slice shown plus this margin (the views stay in the image)."""
 
 
 def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 4) -> None:
-    """The middle labelled slice at the reference phase, ED, ES and phases in between, each with the propagated
-    contours (the reference's contours in green on the reference phase)."""
+    """The labelled slice nearest the middle of the labelled ones, at the reference phase, ED, ES and phases in
+    between, each with the propagated contours (the reference's contours in green on the reference phase)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     report = result.report
-    k = report["labelled_slices"][len(report["labelled_slices"]) // 2]
+    reference_labels = sitk.GetArrayViewFromImage(result.labels[report["reference_phase"]])
+    drawn = [k for k in report["labelled_slices"] if reference_labels[k].any()]  # contours may skip slices
+    k = min(drawn, key=lambda slice_: abs(slice_ - (drawn[0] + drawn[-1]) / 2))
     first = report["labels"][str(min(result.volumes_ml))]
     chosen = sorted({report["reference_phase"], first["ed_phase"], first["es_phase"],
                      *np.linspace(0, len(cine.phases) - 1, phases_shown).round().astype(int).tolist()})
-    rows, columns = np.nonzero(sitk.GetArrayViewFromImage(result.labels[report["reference_phase"]])[k])
+    rows, columns = np.nonzero(reference_labels[k])
     margin = ZOOM_MARGIN_MM / cine.phases[0].GetSpacing()[0]
     figure, axes = plt.subplots(1, len(chosen), figsize=(3.2 * len(chosen), 3.6), layout="constrained")
     for axis, t in zip(np.atleast_1d(axes), chosen):

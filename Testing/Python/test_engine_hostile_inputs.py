@@ -197,6 +197,20 @@ def test_fixed_labels_alone_are_refused(files, tmp_path, capsys):
     assert "moving labels too" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("key, purpose", [("moving_labels", "propagate"), ("fixed_labels", "score")])
+def test_an_empty_label_map_is_refused(files, tmp_path, capsys, key, purpose):
+    """Empty fixed labels gave a run with no score and no word; empty moving labels were reported as lying outside
+    the fixed field of view."""
+    empty = sitk.ReadImage(files[key]) * 0
+    path = str(tmp_path / f"empty_{key}.nii.gz")
+    sitk.WriteImage(empty, path)
+    assert register({**files, key: path}, tmp_path / "out", "--fixed-labels", files["fixed_labels"]
+                    if key == "moving_labels" else path) == 2
+    message = one_line_error(capsys)
+    assert path in message and f"is empty (no nonzero voxel), so there is nothing to {purpose}" in message
+    assert not (tmp_path / "out").exists()
+
+
 def test_moving_labels_outside_the_fixed_field_of_view_are_refused(files, tmp_path, capsys):
     """A fixed image that shows another part of the body than the labels: the region was a sliver of margin, the
     propagated labels came out empty, and the only word was that the map 'moves the labels by at most 0 mm'."""

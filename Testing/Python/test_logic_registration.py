@@ -205,6 +205,17 @@ def test_a_segmentation_outside_its_volume_is_named_as_such(mrml, cardiac_2d):
                                                                   moving_segmentation=elsewhere))
 
 
+def test_a_fixed_segmentation_with_no_segment_named_like_a_moving_one_is_a_clear_error(mrml, cardiac_2d):
+    """Segments are paired by name for scoring; with no pair the run gave no score and no word."""
+    fixed_segmentation = cardiac_2d["fixed_segmentation"].GetSegmentation()
+    for index in range(fixed_segmentation.GetNumberOfSegments()):
+        fixed_segmentation.GetNthSegment(index).SetName(f"structure {index}")
+    with pytest.raises(InputError, match="ES segmentation: none of its segments is named like a segment"):
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(
+            cardiac_2d["fixed"], cardiac_2d["moving"], moving_segmentation=cardiac_2d["moving_segmentation"],
+            fixed_segmentation=cardiac_2d["fixed_segmentation"]))
+
+
 def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="fixed and a moving"):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))

@@ -79,6 +79,10 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                                ("fixed_mask", fixed_mask, "fixed"), ("moving_mask", moving_mask, "moving")):
         if labels is not None:
             check_labels(labels, fixed if image == "fixed" else moving, names[key], names[image])
+    for key, labels, purpose in (("moving_labels", moving_labels, "propagate"),
+                                 ("fixed_labels", fixed_labels, "score")):
+        if labels is not None and not sitk.GetArrayViewFromImage(labels).any():
+            raise InputError(f"{names[key]}: is empty (no nonzero voxel), so there is nothing to {purpose}")
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     moving_on_fixed = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0))
     if np.ptp(moving_on_fixed) == 0:

@@ -64,6 +64,9 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
     for value, name in enumerate(segment_names(segmentation_node), start=1):
         if name in numbered_like:
             renumbered[array == value] = list(numbered_like).index(name) + 1
+    if not renumbered.any():
+        raise InputError(f"{segmentation_node.GetName()}: none of its segments is named like a segment to compare "
+                         f"it with ({', '.join(numbered_like)}); segments are paired by name")
     matched = sitk.GetImageFromArray(renumbered)
     matched.CopyInformation(labels)
     return matched

@@ -149,6 +149,25 @@ def test_an_interrupt_while_writing_leaves_no_staging_folder(files, tmp_path, mo
     assert sorted(os.listdir(tmp_path)) == []  # neither the output folder nor a hidden staging folder
 
 
+def test_a_disk_that_fills_up_while_writing_is_one_line_and_leaves_nothing(files, tmp_path, monkeypatch, capsys):
+    """SimpleITK's RuntimeError on a full disk came out as a traceback."""
+    calls = []
+
+    def failing_write(*arguments, **keywords):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("Exception thrown in SimpleITK ImageFileWriter_Execute: nifti library failed to "
+                               "write image\n** ERROR: No space left on device")
+        return original(*arguments, **keywords)
+
+    original = sitk.WriteImage
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
+    assert register(files, tmp_path / "out", "--iterations", "2") == 2
+    message = one_line_error(capsys)
+    assert "could not be written (** ERROR: No space left on device)" in message and "nothing was written" in message
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_sigterm_stops_like_ctrl_c(files, tmp_path):
     output = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "ODERegistrationLib.cli.main", "register", "--fixed",

@@ -118,7 +118,14 @@ def write_folder(output_dir: str | os.PathLike, write: Callable[[Path], None],
         raise InputError(f"output folder {output_dir}: cannot be created ({error.strerror})") from None
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        write(staging)
+        try:
+            write(staging)
+        except (OSError, RuntimeError) as error:  # a full disk, say; RuntimeError is how SimpleITK reports it
+            if isinstance(error, RuntimeError) and "ImageFileWriter" not in str(error):
+                raise
+            reason = str(error).strip().splitlines()[-1]
+            raise InputError(f"output folder {output_dir}: the outputs could not be written ({reason}); nothing "
+                             "was written and an earlier run's files are as they were") from None
         output_dir.mkdir(exist_ok=True)
         written = {path.name for path in staging.iterdir()}
         for stale in output_dir.iterdir():

@@ -168,6 +168,23 @@ def test_a_disk_that_fills_up_while_writing_is_one_line_and_leaves_nothing(files
     assert sorted(os.listdir(tmp_path)) == []
 
 
+@pytest.mark.parametrize("failure", [
+    MemoryError("Unable to allocate 36.4 TiB for an array"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 40000000000000 bytes. Error code 12 (Cannot allocate memory)")])
+def test_memory_running_out_on_the_cpu_is_one_line(files, tmp_path, monkeypatch, capsys, failure):
+    """The CPU allocator's words and numpy's MemoryError came out as tracebacks (only CUDA's were recognised)."""
+    from ODERegistrationLib.engine import registration
+
+    def out_of_memory(*arguments, **keywords):
+        raise failure
+
+    monkeypatch.setattr(registration, "optimize_fields", out_of_memory)
+    assert register(files, tmp_path / "out", "--iterations", "2", "--roi", "whole") == 2
+    message = one_line_error(capsys)
+    assert message.startswith("oderegistration: error: CPU ran out of memory") and "--device cpu" not in message
+
+
 def test_sigterm_stops_like_ctrl_c(files, tmp_path):
     output = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "ODERegistrationLib.cli.main", "register", "--fixed",

@@ -68,9 +68,14 @@ def test_device_choice_on_a_cpu_machine():
 
 def test_out_of_memory_is_recognised_and_explained():
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    with pytest.raises(RuntimeError) as cpu_failure:  # the CPU allocator's own words, which came out as a traceback
+        torch.empty(2**62, dtype=torch.uint8)
+    assert is_out_of_memory(cpu_failure.value)
+    assert is_out_of_memory(MemoryError("Unable to allocate 36.4 TiB for an array"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     message = out_of_memory_message(torch.device("cuda"), (256, 256, 160))
     assert "256 x 256 x 160" in message and "cpu" in message and "--working-spacing-mm" in message
+    assert "--device cpu" not in out_of_memory_message(torch.device("cpu"), (256, 256, 160))
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # constructing a CUDA autocast on a CPU-only machine

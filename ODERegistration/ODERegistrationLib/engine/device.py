@@ -55,13 +55,16 @@ def net_memory_format(device: torch.device, dim: int) -> torch.memory_format:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for CUDA/MPS allocation failures, which torch raises under several exception types."""
-    if isinstance(error, torch.cuda.OutOfMemoryError):
+    """True for allocation failures: CUDA/MPS ones, which torch raises under several exception types, the CPU
+    allocator's ("can't allocate memory") and numpy's MemoryError."""
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
 def out_of_memory_message(device: torch.device, shape) -> str:
+    on_cpu = "" if device.type == "cpu" else ", on the CPU (--device cpu),"
     return (f"{device.type.upper()} ran out of memory registering an image of {' x '.join(map(str, shape))} voxels; "
-            "retry with a coarser working resolution (a larger --working-spacing-mm), on the CPU (--device cpu), "
-            "or in a smaller region (--roi)")
+            f"retry with a coarser working resolution (a larger --working-spacing-mm){on_cpu} or in a smaller region "
+            "(--roi)")

@@ -113,7 +113,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
             fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
             parameters, device, progress, cancel)
-    except RuntimeError as error:
+    except (RuntimeError, MemoryError) as error:
         if is_out_of_memory(error):
             raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error
         raise

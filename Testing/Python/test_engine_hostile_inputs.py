@@ -185,6 +185,18 @@ def test_memory_running_out_on_the_cpu_is_one_line(files, tmp_path, monkeypatch,
     assert message.startswith("oderegistration: error: CPU ran out of memory") and "--device cpu" not in message
 
 
+def test_memory_running_out_after_the_fit_is_one_line_too(files, tmp_path, monkeypatch, capsys):
+    from ODERegistrationLib.engine import registration
+
+    def out_of_memory(*arguments, **keywords):
+        raise MemoryError("Unable to allocate 12.0 GiB for an array")
+
+    monkeypatch.setattr(registration, "jacobian_determinant", out_of_memory)
+    assert register(files, tmp_path / "out", "--iterations", "2") == 2
+    assert "ran out of memory; nothing was written" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
 def test_sigterm_stops_like_ctrl_c(files, tmp_path):
     output = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "ODERegistrationLib.cli.main", "register", "--fixed",

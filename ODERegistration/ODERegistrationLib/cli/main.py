@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
                       register_images)
+from ..engine.device import is_out_of_memory
 from ..engine.io import (check_output_dir, is_pair_output, is_sequence_output, read_image,
                          refuse_inputs_among_outputs, write_result, write_sequence)
 from ..engine.optimizer import RegistrationDiverged
@@ -143,6 +144,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, RegistrationCancelled):
         print("oderegistration: cancelled; nothing was written", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as error:  # after the fit too: resampling and Jacobians of a large grid
+        if not is_out_of_memory(error):
+            raise
+        print("oderegistration: error: the machine ran out of memory; nothing was written. Retry with a coarser "
+              "working resolution (a larger --working-spacing-mm) or in a smaller region (--roi)", file=sys.stderr)
+        return EXIT_INPUT_ERROR
 
 
 def _interrupt(signum, frame) -> None:

@@ -65,6 +65,22 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and "is a folder" in message
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nifti_file_that_ends_early_is_refused(tmp_path, capsys, write, suffix):
+    """ITK reads a NIfTI file cut short (an interrupted copy) without a word, the missing voxels as 0, and the run
+    registered half an image."""
+    fixed = write("fixed.nii.gz", image_2d())
+    whole = write(f"whole{suffix}", image_2d())
+    cut = tmp_path / f"cut{suffix}"
+    content = open(whole, "rb").read()
+    cut.write_bytes(content[:len(content) * 2 // 3])
+    assert sitk.ReadImage(whole).GetSize() == sitk.ReadImage(str(cut)).GetSize()  # ITK alone does not notice
+    code, message, output = run_cli(tmp_path, capsys, fixed, str(cut))
+    assert code == 2 and str(cut) in message and "truncated" in message and not output.exists()
+    code, _, _ = run_cli(tmp_path, capsys, fixed, whole)
+    assert code == 0
+
+
 def test_labels_on_another_grid(tmp_path, capsys, write):
     fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
     labels = write("labels.nii.gz", sitk.Image([16, 16], sitk.sitkUInt8))

@@ -1,11 +1,14 @@
 """Reading inputs with clear errors, and writing a result directory that is complete or absent."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -33,11 +36,47 @@ def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
     if not path.is_file():
         raise InputError(f"{name} {path}: no such file")
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         reason = next((line.strip() for line in str(error).splitlines() if "Unable" in line or "unable" in line),
                       "not an image format SimpleITK can read")
         raise InputError(f"{name} {path}: cannot be read ({reason})") from None
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path, name)
+    return image
+
+
+def _check_nifti_complete(path: Path, name: str) -> None:
+    """ITK reads a NIfTI file that ends early (an interrupted copy or download) without a word, the missing voxels
+    as 0: refuse one whose data is shorter than its header says, or whose compressed stream is cut."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(544)
+            size = len(header)
+            while chunk := stream.read(1 << 22):
+                size += len(chunk)
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"{name} {path}: is truncated or damaged ({error})") from None
+    expected = _nifti_bytes(header)
+    if expected is not None and size < expected:
+        raise InputError(f"{name} {path}: is truncated: its header announces {expected} bytes of data and header, "
+                         f"the file holds {size} (an interrupted copy or download?)")
+
+
+def _nifti_bytes(header: bytes) -> Optional[int]:
+    """Header plus voxel data length a NIfTI-1 header announces (either byte order); None for anything else (a
+    NIfTI-2 file keeps only the compressed stream's check)."""
+    for order in "<>":
+        if len(header) < 348 or struct.unpack(order + "i", header[:4])[0] != 348:
+            continue
+        dims = struct.unpack(order + "8h", header[40:56])
+        bitpix = struct.unpack(order + "h", header[72:74])[0]
+        offset = struct.unpack(order + "f", header[108:112])[0]
+        if not 1 <= dims[0] <= 7:
+            return None
+        return int(offset) + math.prod(max(n, 1) for n in dims[1:dims[0] + 1]) * bitpix // 8
+    return None
 
 
 EXTRA_FILES = ("qa.png", "report.json")

@@ -6,7 +6,8 @@ import pytest
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.optimizer import _converged
 from ODERegistrationLib.engine.parameters import RegistrationParameters, defaults, paper_values, specs
-from ODERegistrationLib.engine.presets import load_preset, preset_files, save_preset, user_preset_path
+from ODERegistrationLib.engine.presets import (load_preset, preset_description, preset_files, save_preset,
+                                               user_preset_path)
 
 
 def test_paper_preset_is_the_published_configuration():
@@ -39,6 +40,18 @@ def test_a_user_preset_cannot_take_a_shipped_name_so_paper_stays_the_published_m
     for name, message in (("paper", "a shipped preset has it"), ("../elsewhere", "without folders"), ("", "plain")):
         with pytest.raises(ValueError, match=message):
             user_preset_path(tmp_path, name)
+
+
+def test_a_bad_file_in_the_user_preset_folder_cannot_stop_the_panel_from_opening(tmp_path):
+    """The panel lists every preset with its description at setup; one file that is not JSON raised there."""
+    (tmp_path / "broken.json").write_text("{ not json")
+    (tmp_path / "a_list.json").write_text("[1, 2]")
+    save_preset(RegistrationParameters(iterations=3), tmp_path / "mine.json", "three iterations")
+    assert preset_description("mine", [tmp_path]) == "three iterations"
+    for name in ("broken", "a_list"):
+        assert preset_description(name, [tmp_path]).startswith("not a preset file")
+        with pytest.raises(ValueError, match="not a preset or report file|'parameters' is not a mapping"):
+            load_preset(name, [tmp_path])
 
 
 def test_a_saved_preset_and_a_report_give_back_the_same_parameters(tmp_path):

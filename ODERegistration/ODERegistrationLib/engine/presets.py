@@ -65,5 +65,13 @@ def save_preset(parameters: RegistrationParameters, path: Path, description: str
 
 
 def preset_description(name: str, folders: Iterable[Path] = ()) -> Optional[str]:
+    """The preset's description (the panel's tooltip); for a file that is not a preset, why, so that one bad file in
+    the user's folder cannot stop the panel from opening."""
     path = preset_files(folders).get(name)
-    return json.loads(path.read_text()).get("description") if path else None
+    if path is None:
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return f"not a preset file ({error})"
+    return content.get("description") if isinstance(content, dict) else "not a preset file (not a JSON object)"

@@ -79,34 +79,26 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                                ("fixed_mask", fixed_mask, "fixed"), ("moving_mask", moving_mask, "moving")):
         if labels is not None:
             check_labels(labels, fixed if image == "fixed" else moving, names[key], names[image])
-    for key, labels, purpose in (("moving_labels", moving_labels, "propagate"),
-                                 ("fixed_labels", fixed_labels, "score")):
-        if labels is not None and not sitk.GetArrayViewFromImage(labels).any():
-            raise InputError(f"{names[key]}: is empty (no nonzero voxel), so there is nothing to {purpose}")
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     moving_on_fixed = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0))
     if np.ptp(moving_on_fixed) == 0:
         raise InputError(f"{names['moving']}: does not overlap {names['fixed']} in physical space "
                          "(check origins and directions, or align them first)")
-    if moving_labels is not None and not sitk.GetArrayFromImage(
-            sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)).any():
-        raise InputError(f"{names['moving_labels']}: no label lies inside the field of view of {names['fixed']}, so "
-                         "none can be propagated onto it (check that the images show the same anatomy)")
+    _check_label_content(fixed, moving_labels, fixed_labels, names)
     fixed_weight = _mask_on(fixed_mask, fixed, names["fixed_mask"])
     support = _support_on(moving, fixed)
     moving_weight = _mask_on(moving_mask, fixed, names["moving_mask"]) * support
 
     region = _choose_region(parameters, fixed, fixed_array.shape, moving_labels, fixed_mask, moving_mask,
                             region_corners, names)
-    _check_region_content(region, names, {"fixed": fixed_array, "moving": moving_on_fixed},
-                          {"fixed_mask": (fixed_mask, fixed_weight), "moving_mask": (moving_mask, moving_weight)})
+    masks = {"fixed_mask": (fixed_mask, fixed_weight), "moving_mask": (moving_mask, moving_weight)}
+    _check_region_content(region, names, {"fixed": fixed_array, "moving": moving_on_fixed}, masks)
     if stacks > 1 and region.shape[0] != fixed_array.shape[0]:
         raise ValueError(f"a batch of {stacks} stacks is fitted over its whole depth, not over slices "
                          f"{region.start[0]} to {region.stop[0] - 1}")
     layout = dataclasses.replace(choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1]),
                                  stacks=stacks)
-    mask_warnings = _maskless_slices_warnings(layout, region, names, {"fixed_mask": (fixed_mask, fixed_weight),
-                                                                      "moving_mask": (moving_mask, moving_weight)})
+    mask_warnings = _maskless_slices_warnings(layout, region, names, masks)
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
@@ -215,6 +207,20 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
     backward, backward_voxels = _without_folds(backward, backward_voxels, layout)
     round_trip = layout.to_voxel_displacement(compose(backward, forward))
     return fields, forward_voxels, backward_voxels, round_trip, fade_mm
+
+
+def _check_label_content(fixed: sitk.Image, moving_labels: Optional[sitk.Image], fixed_labels: Optional[sitk.Image],
+                         names: Dict[str, str]) -> None:
+    """Refuse, before any work, an empty label map, and moving labels none of which lies in the fixed image's field
+    of view (the region would be a sliver of margin and the propagated labels empty)."""
+    for key, labels, purpose in (("moving_labels", moving_labels, "propagate"),
+                                 ("fixed_labels", fixed_labels, "score")):
+        if labels is not None and not sitk.GetArrayViewFromImage(labels).any():
+            raise InputError(f"{names[key]}: is empty (no nonzero voxel), so there is nothing to {purpose}")
+    if moving_labels is not None and not sitk.GetArrayFromImage(
+            sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)).any():
+        raise InputError(f"{names['moving_labels']}: no label lies inside the field of view of {names['fixed']}, so "
+                         "none can be propagated onto it (check that the images show the same anatomy)")
 
 
 def _check_region_content(region: Region, names: Dict[str, str], images: Dict[str, np.ndarray],

@@ -27,10 +27,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_arguments
-from ODERegistrationLib.engine.metrics import folding, jacobian_determinant
+from ODERegistrationLib.engine.pipeline.metrics import folding, jacobian_determinant
 from ODERegistrationLib.engine.presets import SEQUENCE_PRESET
-from ODERegistrationLib.engine.registration import register_images, warp_labels
-from ODERegistrationLib.engine.sequence import (Cine, _split, _stack_image, against_experts, expert_phases,
+from ODERegistrationLib.engine.pipeline.registration import register_images, warp_labels
+from ODERegistrationLib.engine.pipeline.sequence import (Cine, _split, _stack_image, against_experts, expert_phases,
                                                 read_cine, reference_labels, register_sequence)
 
 from .evaluate import run_in_region

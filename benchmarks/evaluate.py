@@ -8,9 +8,9 @@ from typing import Dict, List
 import numpy as np
 import SimpleITK as sitk
 
-from ODERegistrationLib.engine.metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
-from ODERegistrationLib.engine.region import embed_displacement, region_around_mask
-from ODERegistrationLib.engine.registration import displacement_image, warp_labels
+from ODERegistrationLib.engine.pipeline.metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
+from ODERegistrationLib.engine.pipeline.region import embed_displacement, region_around_mask
+from ODERegistrationLib.engine.pipeline.registration import displacement_image, warp_labels
 
 from .dataset import Pair
 from .methods import METHODS, Method, MethodOutput

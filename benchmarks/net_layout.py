@@ -15,8 +15,8 @@ from typing import List, Optional
 
 import torch
 
-from ODERegistrationLib.engine.device import net_memory_format
-from ODERegistrationLib.engine.network import VelocityNet
+from ODERegistrationLib.engine.core.device import net_memory_format
+from ODERegistrationLib.engine.core.network import VelocityNet
 
 CASES = (  # (what, dim, independent nets in the batch, net grid, kernel)
     ("ACDC 2-D region, finest level", 2, 1, (48, 46), 5),

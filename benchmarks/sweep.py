@@ -22,7 +22,7 @@ import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine import register_images
-from ODERegistrationLib.engine.region import region_around_mask
+from ODERegistrationLib.engine.pipeline.region import region_around_mask
 
 from .dataset import load_pairs
 

@@ -147,7 +147,7 @@ def test_the_qa_picture_of_a_stack_shows_the_slice_its_labels_cover_most():
     them, so the clinician saw no contour at all. Without labels it shows the middle of the fitted region."""
     from types import SimpleNamespace
 
-    from ODERegistrationLib.engine.qa import _shown_slice
+    from ODERegistrationLib.engine.pipeline.qa import _shown_slice
 
     labels = np.zeros((10, 32, 32), np.uint8)
     labels[3, 10:20, 10:20] = 1

@@ -7,12 +7,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from ODERegistrationLib.engine.fields import (compose, exponentiate, gaussian_smooth, identity_grid,
+from ODERegistrationLib.engine.core.fields import (compose, exponentiate, gaussian_smooth, identity_grid,
                                               jacobian_determinant, normalized_to_voxels, refine_inverse,
                                               resize_field, smooth_folds, warp)
-from ODERegistrationLib.engine.losses import folding_penalty
-from ODERegistrationLib.engine.metrics import jacobian_determinant as jacobian_determinant_mm
-from ODERegistrationLib.engine.pyramid import halvings_to, working_pyramid_shapes
+from ODERegistrationLib.engine.core.losses import folding_penalty
+from ODERegistrationLib.engine.pipeline.metrics import jacobian_determinant as jacobian_determinant_mm
+from ODERegistrationLib.engine.core.pyramid import halvings_to, working_pyramid_shapes
 
 
 def smooth_velocity(shape, amplitude=0.15):
@@ -160,8 +160,9 @@ def test_a_fitted_map_that_folds_is_written_without_folds(small_2d_pair, monkeyp
     """The optimizer's maps live on a coarser grid; once upsampled and written they used to fold in a few voxels
     where they compress most (ACDC patient 067, whole image, slice by slice). Here the optimizer returns maps that
     fold both ways, and the written fields, measured by the millimetre Jacobian, must fold nowhere."""
-    from ODERegistrationLib.engine import RegistrationParameters, register_images, registration
-    from ODERegistrationLib.engine.optimizer import FieldPair
+    from ODERegistrationLib.engine import RegistrationParameters, register_images
+    from ODERegistrationLib.engine.pipeline import registration
+    from ODERegistrationLib.engine.core.optimizer import FieldPair
 
     def folding_fit(fixed, moving, *args, **kwargs):
         bump = folding_bump(tuple(fixed.shape[2:])).expand(fixed.shape[0], -1, -1, -1)
@@ -178,7 +179,7 @@ def test_a_registration_leaves_no_cached_grids_and_the_caller_random_state_alone
     """Slicer's process outlives a run: the identity-grid cache used to keep full-resolution grids (on the GPU
     too), and torch.manual_seed reset the caller's global generator."""
     from ODERegistrationLib.engine import RegistrationParameters, register_images
-    from ODERegistrationLib.engine.fields import _cached_identity_grid
+    from ODERegistrationLib.engine.core.fields import _cached_identity_grid
 
     torch.manual_seed(123)
     state = torch.get_rng_state()

@@ -174,7 +174,7 @@ def test_a_disk_that_fills_up_while_writing_is_one_line_and_leaves_nothing(files
                  "allocate 40000000000000 bytes. Error code 12 (Cannot allocate memory)")])
 def test_memory_running_out_on_the_cpu_is_one_line(files, tmp_path, monkeypatch, capsys, failure):
     """The CPU allocator's words and numpy's MemoryError came out as tracebacks (only CUDA's were recognised)."""
-    from ODERegistrationLib.engine import registration
+    from ODERegistrationLib.engine.pipeline import registration
 
     def out_of_memory(*arguments, **keywords):
         raise failure
@@ -186,7 +186,7 @@ def test_memory_running_out_on_the_cpu_is_one_line(files, tmp_path, monkeypatch,
 
 
 def test_memory_running_out_after_the_fit_is_one_line_too(files, tmp_path, monkeypatch, capsys):
-    from ODERegistrationLib.engine import registration
+    from ODERegistrationLib.engine.pipeline import registration
 
     def out_of_memory(*arguments, **keywords):
         raise MemoryError("Unable to allocate 12.0 GiB for an array")

@@ -3,7 +3,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ODERegistrationLib.engine import RegistrationParameters, register_images
-from ODERegistrationLib.engine.metrics import index_to_physical_matrix
+from ODERegistrationLib.engine.pipeline.metrics import index_to_physical_matrix
 
 from conftest import load_pair, shrink_pair
 

@@ -7,10 +7,10 @@ import SimpleITK as sitk
 import torch
 
 from ODERegistrationLib.engine import DeviceError, InputError, RegistrationParameters, register_images
-from ODERegistrationLib.engine.device import (choose_device, is_out_of_memory, net_memory_format, net_precision,
+from ODERegistrationLib.engine.core.device import (choose_device, is_out_of_memory, net_memory_format, net_precision,
                                               out_of_memory_message)
-from ODERegistrationLib.engine.layout import choose_layout
-from ODERegistrationLib.engine.network import VelocityNet
+from ODERegistrationLib.engine.pipeline.layout import choose_layout
+from ODERegistrationLib.engine.core.network import VelocityNet
 
 from conftest import load_pair, shrink_pair
 

@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from ODERegistrationLib.engine.fields import gaussian_smooth
-from ODERegistrationLib.engine.losses import LNCC_EPSILON, lncc_loss, mutual_information_loss, similarity_loss, ssim_loss
+from ODERegistrationLib.engine.core.fields import gaussian_smooth
+from ODERegistrationLib.engine.core.losses import LNCC_EPSILON, lncc_loss, mutual_information_loss, similarity_loss, ssim_loss
 
 
 @pytest.fixture
@@ -117,8 +117,8 @@ def test_mi_histogram_never_leaves_its_bins_whatever_the_values():
 def test_volumes_in_3d_use_their_own_similarity_and_slices_the_2d_one():
     """similarity_3d (LNCC by default: MI over a whole-field-of-view volume held it at the identity) applies to
     volumes registered in 3-D only; 2-D images and the slices of a stack keep ``similarity``."""
-    from ODERegistrationLib.engine.losses import lncc_loss
-    from ODERegistrationLib.engine.optimizer import _Level
+    from ODERegistrationLib.engine.core.losses import lncc_loss
+    from ODERegistrationLib.engine.core.optimizer import _Level
     from ODERegistrationLib.engine.parameters import RegistrationParameters
 
     parameters = RegistrationParameters(similarity="mse", similarity_3d="lncc")

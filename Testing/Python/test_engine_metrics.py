@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ODERegistrationLib.engine.metrics import folding, jacobian_determinant, label_scores
+from ODERegistrationLib.engine.pipeline.metrics import folding, jacobian_determinant, label_scores
 
 
 def oblique_field(function, size=(24, 20, 16), spacing=(0.8, 1.2, 2.5)) -> sitk.Image:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
-from ODERegistrationLib.engine.optimizer import _converged
+from ODERegistrationLib.engine.core.optimizer import _converged
 from ODERegistrationLib.engine.parameters import RegistrationParameters, defaults, paper_values, specs
 from ODERegistrationLib.engine.presets import (load_preset, preset_description, preset_files, save_preset,
                                                user_preset_path)

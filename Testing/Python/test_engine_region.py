@@ -7,10 +7,10 @@ import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.engine import InputError, RegistrationParameters, register_images
-from ODERegistrationLib.engine.metrics import jacobian_determinant
-from ODERegistrationLib.engine.region import (MIN_FADE_MM, Region, embed_displacement, region_around_mask,
+from ODERegistrationLib.engine.pipeline.metrics import jacobian_determinant
+from ODERegistrationLib.engine.pipeline.region import (MIN_FADE_MM, Region, embed_displacement, region_around_mask,
                                               region_from_box)
-from ODERegistrationLib.engine.registration import displacement_image
+from ODERegistrationLib.engine.pipeline.registration import displacement_image
 
 from conftest import load_pair
 

@@ -10,9 +10,9 @@ import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
 from ODERegistrationLib.engine.presets import load_preset
-from ODERegistrationLib.engine.registration import resample, warp_labels
-from ODERegistrationLib.engine.sequence import read_cine, reference_labels, register_sequence
-from ODERegistrationLib.engine.validation import same_grid
+from ODERegistrationLib.engine.pipeline.registration import resample, warp_labels
+from ODERegistrationLib.engine.pipeline.sequence import read_cine, reference_labels, register_sequence
+from ODERegistrationLib.engine.pipeline.validation import same_grid
 
 from conftest import CINE, cine_piece
 

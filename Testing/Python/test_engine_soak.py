@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
-from ODERegistrationLib.engine.metrics import jacobian_determinant
+from ODERegistrationLib.engine.pipeline.metrics import jacobian_determinant
 
 from conftest import DATA
 
@@ -52,7 +52,7 @@ def test_the_inverse_of_a_strongly_contracting_pair_is_an_inverse(data_dir):
     """ACDC patient 067 at full resolution with the defaults: the written inverse used to round-trip 4.1 mm in the
     heart (the refined inverse was discarded because it folded); now under a voxel there, folding nothing."""
     from ODERegistrationLib.engine import register_images
-    from ODERegistrationLib.engine.region import region_around_mask
+    from ODERegistrationLib.engine.pipeline.region import region_around_mask
 
     from conftest import load_pair
 

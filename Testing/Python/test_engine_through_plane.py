@@ -5,9 +5,9 @@ import SimpleITK as sitk
 import torch
 
 from ODERegistrationLib.engine import RegistrationParameters, register_images
-from ODERegistrationLib.engine.layout import TensorLayout
-from ODERegistrationLib.engine.metrics import jacobian_determinant, label_scores
-from ODERegistrationLib.engine.registration import stackwise
+from ODERegistrationLib.engine.pipeline.layout import TensorLayout
+from ODERegistrationLib.engine.pipeline.metrics import jacobian_determinant, label_scores
+from ODERegistrationLib.engine.pipeline.registration import stackwise
 
 SLICE_MM = 6.0
 SHIFT_MM = 6.0

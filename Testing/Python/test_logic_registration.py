@@ -7,7 +7,7 @@ slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
 
 from ODERegistrationLib.engine import InputError, RegistrationParameters  # noqa: E402
-from ODERegistrationLib.engine.metrics import label_scores  # noqa: E402
+from ODERegistrationLib.engine.pipeline.metrics import label_scores  # noqa: E402
 from ODERegistrationLib.logic import RegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
 from ODERegistrationLib.logic.geometry import image_from_volume  # noqa: E402
 from ODERegistrationLib.logic.headless import add_volume  # noqa: E402
@@ -224,7 +224,7 @@ def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):
     """An ROI node made from a voxel box of the oblique stack (as Slicer aligns an ROI to a volume) maps back to
     exactly that box; the region the run used is shown as an ROI node over the same voxels."""
-    from ODERegistrationLib.engine.region import region_from_corners
+    from ODERegistrationLib.engine.pipeline.region import region_from_corners
     from ODERegistrationLib.logic.geometry import fill_roi_from_box
 
     pair = shrink_pair(load_pair(data_dir, "sunnybrook", "scd_SCD0000101_3d"), 4)

@@ -101,7 +101,7 @@ def test_the_out_of_memory_advice_names_only_options_that_exist():
     import torch
 
     from ODERegistrationLib.cli.main import build_parser
-    from ODERegistrationLib.engine.device import out_of_memory_message
+    from ODERegistrationLib.engine.core.device import out_of_memory_message
 
     message = out_of_memory_message(torch.device("cuda"), (256, 256, 256))
     named = set(re.findall(r"--[a-z0-9-]+", message))
@@ -146,3 +146,23 @@ def test_module_file_imports_nothing_that_needs_torch_at_load_time():
     script = "import sys; " + "; ".join(f"import {m}" for m in sorted(modules)) + "; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=MODULE, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_torch_core_reads_no_images_and_knows_no_pipeline():
+    """engine/core is the method in torch alone: an import of SimpleITK, numpy, Slicer or the pipeline there would
+    tie the method to file formats and geometry again."""
+    core = MODULE / "ODERegistrationLib" / "engine" / "core"
+    shared = {"..parameters", "..progress"}
+    for path in sorted(core.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = ["." * node.level + (node.module or "")]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                allowed = (top in sys.stdlib_module_names or top == "torch" or name in shared
+                           or (name.startswith(".") and not name.startswith("..")))
+                assert allowed, f"{path.name} imports {name}"

@@ -13,16 +13,16 @@ from typing import List, Optional
 
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
                       register_images)
-from ..engine.device import is_out_of_memory
-from ..engine.io import (check_output_dir, is_pair_output, is_sequence_output, read_image,
+from ..engine.core.device import is_out_of_memory
+from ..engine.pipeline.io import (check_output_dir, is_pair_output, is_sequence_output, read_image,
                          refuse_inputs_among_outputs, write_result, write_sequence)
-from ..engine.optimizer import RegistrationDiverged
+from ..engine.core.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
-from ..engine.qa import save_qa_figure
-from ..engine.region import box_corners
-from ..engine.sequence import expert_phases, read_cine, reference_labels, register_sequence
-from ..engine.sequence_qa import save_sequence_qa, save_volume_curve
+from ..engine.pipeline.qa import save_qa_figure
+from ..engine.pipeline.region import box_corners
+from ..engine.pipeline.sequence import expert_phases, read_cine, reference_labels, register_sequence
+from ..engine.pipeline.sequence_qa import save_sequence_qa, save_volume_curve
 from ..sample_data import sample_pair
 from .progress_bar import ProgressBar
 

@@ -14,7 +14,7 @@ import vtk
 
 from ..engine import InputError, RegistrationParameters
 from ..engine.presets import SEQUENCE_PRESET, load_preset
-from ..engine.sequence import Cine, SequenceResult, check_cine, reference_labels, register_sequence
+from ..engine.pipeline.sequence import Cine, SequenceResult, check_cine, reference_labels, register_sequence
 from .geometry import image_from_volume, roi_corners_lps
 from .grid_transform import fill_grid_transform
 from .job import EngineJob

@@ -22,11 +22,11 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .fields import compose, warp
+from ..core.fields import compose, warp
 from .layout import TensorLayout
-from .optimizer import FieldPair, optimize_fields
-from .parameters import RegistrationParameters
-from .progress import CancelCheck, ProgressCallback
+from ..core.optimizer import FieldPair, optimize_fields
+from ..parameters import RegistrationParameters
+from ..progress import CancelCheck, ProgressCallback
 
 MIN_SLICES = 4
 """The 3-D map needs at least this many voxels along every axis (the pyramid and the net's 3-D convolutions)."""

@@ -16,7 +16,7 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 
-from .fields import normalized_to_voxels, voxels_to_normalized
+from ..core.fields import normalized_to_voxels, voxels_to_normalized
 from .validation import InputError
 
 THICK_SLICE_RATIO = 3.0

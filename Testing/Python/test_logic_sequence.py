@@ -17,6 +17,7 @@ from ODERegistrationLib.logic.headless import add_volume, add_volume_sequence  #
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
 from conftest import grid_points, transform_point_difference  # noqa: E402
+from test_logic_registration import add_segment_around  # noqa: E402
 
 REFERENCE = 2  # the ED frame of the piece, where the segmentation is drawn
 ITERATIONS = "40"
@@ -134,6 +135,7 @@ def test_segments_of_one_name_keep_their_own_volumes_and_an_empty_one_no_curve(m
     ("one frame", "single phase"),
     ("frames on different grids", "another grid"),
     ("no segmentation", "select a volume sequence"),
+    ("overlapping segments", "segments 'LV blood pool' and 'LV' overlap"),
 ])
 def test_bad_sequence_inputs_are_one_clear_error(mrml, cine_piece_files, case, message):
     sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
@@ -147,6 +149,8 @@ def test_bad_sequence_inputs_are_one_clear_error(mrml, cine_piece_files, case, m
     elif case == "frames on different grids":
         origin = list(sequence.GetNthDataNode(1).GetOrigin())
         sequence.GetNthDataNode(1).SetOrigin(origin[0] + 5.0, origin[1], origin[2])
+    elif case == "overlapping segments":
+        add_segment_around(segmentation, browser.GetProxyNode(sequence), "LV")
     else:
         segmentation = None
     nodes_before = mrml.scene.GetNumberOfNodes()

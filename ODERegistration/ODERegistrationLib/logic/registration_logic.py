@@ -82,7 +82,7 @@ class RegistrationLogic:
         for key, segmentation, volume in (("fixed_mask", request.fixed_mask, fixed),
                                           ("moving_mask", request.moving_mask, moving)):
             if segmentation is not None:
-                setattr(inputs, key, labels_from_segmentation(segmentation, volume))
+                setattr(inputs, key, labels_from_segmentation(segmentation, volume, exclusive=False))
                 inputs.names[key] = segmentation.GetName()
         if request.region_roi is not None:
             inputs.region_corners = roi_corners_lps(request.region_roi)

@@ -27,36 +27,24 @@ def segment_names(segmentation_node: "slicer.vtkMRMLSegmentationNode") -> List[s
 
 def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode",
                              reference_volume: "slicer.vtkMRMLVolumeNode",
-                             numbered_like: Optional[Sequence[str]] = None) -> sitk.Image:
+                             numbered_like: Optional[Sequence[str]] = None, exclusive: bool = True) -> sitk.Image:
     """The segmentation as a label map on the reference volume's grid: label n is the n-th segment (1-based).
 
     With ``numbered_like`` (segment names of another segmentation), a segment takes the number of the segment of
     the same name there, and unmatched segments are left out: that is how fixed and moving segments are paired
-    for scoring. A temporary labelmap node is used for the export and removed again, so the scene is unchanged.
+    for scoring. ``exclusive`` refuses segments that share voxels: a label map holds one segment per voxel, so the
+    earlier segment would be propagated and scored without them (a mask, which only counts its union, passes
+    ``False``). Temporary labelmap nodes are used for the export and removed again, so the scene is unchanged.
     """
-    if not segment_ids(segmentation_node):
+    ids = segment_ids(segmentation_node)
+    if not ids:
         raise InputError(f"{segmentation_node.GetName()}: has no segments; draw at least one, or leave it out")
-    ids = vtk.vtkStringArray()
-    for segment_id in segment_ids(segmentation_node):
-        ids.InsertNextValue(segment_id)
-    scene = segmentation_node.GetScene()
-    nodes_before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ODERegistration temporary labels")
-    try:
-        exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentation_node, ids, labelmap, reference_volume)
-        if not exported:
-            raise RuntimeError(f"{segmentation_node.GetName()}: its segments could not be exported to a label map")
-        image = image_from_volume(labelmap)
-    finally:
-        added = [scene.GetNthNode(index) for index in range(scene.GetNumberOfNodes())]
-        for node in added:
-            if node.GetID() not in nodes_before:
-                scene.RemoveNode(node)
-    labels = sitk.Cast(image, sitk.sitkUInt16)
+    labels = sitk.Cast(_exported(segmentation_node, ids, reference_volume), sitk.sitkUInt16)
     if not sitk.GetArrayViewFromImage(labels).any():
         raise InputError(f"{segmentation_node.GetName()}: none of its segments covers a voxel of "
                          f"{reference_volume.GetName()}; draw them on that volume")
+    if exclusive and len(ids) > 1:
+        _refuse_overlaps(segmentation_node, ids, reference_volume)
     if numbered_like is None:
         return labels
     array = sitk.GetArrayFromImage(labels)
@@ -70,6 +58,47 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
     matched = sitk.GetImageFromArray(renumbered)
     matched.CopyInformation(labels)
     return matched
+
+
+def _exported(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence[str],
+              reference_volume: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
+    """Segments ``ids`` as one label map on the reference grid (Slicer's export: a later segment wins a shared
+    voxel), through a temporary labelmap node that is removed again with whatever the export added."""
+    id_array = vtk.vtkStringArray()
+    for segment_id in ids:
+        id_array.InsertNextValue(segment_id)
+    scene = segmentation_node.GetScene()
+    nodes_before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ODERegistration temporary labels")
+    try:
+        exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, id_array, labelmap, reference_volume)
+        if not exported:
+            raise RuntimeError(f"{segmentation_node.GetName()}: its segments could not be exported to a label map")
+        return image_from_volume(labelmap)
+    finally:
+        added = [scene.GetNthNode(index) for index in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in nodes_before:
+                scene.RemoveNode(node)
+
+
+def _refuse_overlaps(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence[str],
+                     reference_volume: "slicer.vtkMRMLVolumeNode") -> None:
+    """Segments that share voxels (an epicardium drawn around its cavity) cannot travel as one label map."""
+    names = segment_names(segmentation_node)
+    masks = [sitk.GetArrayFromImage(_exported(segmentation_node, [segment_id], reference_volume)) > 0
+             for segment_id in ids]
+    for first in range(len(ids)):
+        for second in range(first + 1, len(ids)):
+            shared = int(np.count_nonzero(masks[first] & masks[second]))
+            if shared:
+                raise InputError(
+                    f"{segmentation_node.GetName()}: segments '{names[first]}' and '{names[second]}' overlap "
+                    f"({shared} voxels of {reference_volume.GetName()}); one label map carries one segment per "
+                    f"voxel, so '{names[first]}' would come back without them. Make the segments exclusive (Segment "
+                    f"Editor, Logical operators: subtract '{names[second]}' from '{names[first]}'), or propagate "
+                    "the overlapping one in a run of its own")
 
 
 def fill_segmentation(target: "slicer.vtkMRMLSegmentationNode", labels: sitk.Image,

@@ -74,6 +74,15 @@ def test_a_box_that_misses_the_image_is_refused(small_2d_pair):
         region_from_box(far, far + 10.0, fixed)
     with pytest.raises(InputError, match="needs 4 numbers"):
         region_from_box([0.0], [1.0, 2.0, 3.0], fixed)
+    with pytest.raises(InputError, match=r"misses the image \(voxels \[\d.*e\+299"):  # was int64's minimum
+        region_from_box([1e300, 1e300], [2e300, 2e300], fixed)
+
+
+def test_a_box_far_larger_than_the_image_is_the_whole_image(small_2d_pair):
+    """Corners at +-1e308 mm overflowed the voxel numbers to int64's minimum: refused as missing the image."""
+    fixed = small_2d_pair["fixed"]
+    region = region_from_box([-1e308, -1e308], [1e308, 1e308], fixed)
+    assert region.start == (0, 0) and region.shape == tuple(fixed.GetSize()[::-1])
 
 
 def test_masks_that_cannot_be_used_are_refused(small_2d_pair):

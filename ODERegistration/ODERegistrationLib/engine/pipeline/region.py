@@ -107,18 +107,23 @@ def _box_on_grid(corners, reference: sitk.Image, margin_mm: float, source: str, 
     indices = np.array([reference.TransformPhysicalPointToContinuousIndex([float(c) for c in corner])
                         for corner in corners])
     spacing, size = np.array(reference.GetSpacing()), np.array(reference.GetSize())
-    low = np.ceil(indices.min(axis=0) - margin_mm / spacing - INSIDE_TOLERANCE).astype(int)
-    high = np.floor(indices.max(axis=0) + margin_mm / spacing + INSIDE_TOLERANCE).astype(int) + 1
-    if np.any(high <= 0) or np.any(low >= size):
-        raise InputError(f"{name or source}: the region misses the image (voxels {low.tolist()} to "
-                         f"{(high - 1).tolist()} of an image of size {size.tolist()})")
-    low, high = np.clip(low, 0, size), np.clip(high, 0, size)
+    lower = np.ceil(indices.min(axis=0) - margin_mm / spacing - INSIDE_TOLERANCE)
+    upper = np.floor(indices.max(axis=0) + margin_mm / spacing + INSIDE_TOLERANCE)
+    if np.any(upper < 0) or np.any(lower > size - 1):  # compared as floats: a far box's voxels overflow an int
+        raise InputError(f"{name or source}: the region misses the image (voxels [{_voxels(lower)}] to "
+                         f"[{_voxels(upper)}] of an image of size {size.tolist()})")
+    low = np.maximum(lower, 0).astype(int)
+    high = np.minimum(upper, size - 1).astype(int) + 1
     for axis in range(len(size)):  # grow a thin box around its centre to the minimum size, inside the image
         need = min(MIN_REGION_VOXELS, size[axis])
         if high[axis] - low[axis] < need:
             low[axis] = min(max((low[axis] + high[axis] - need) // 2, 0), size[axis] - need)
             high[axis] = low[axis] + need
     return Region(tuple(int(v) for v in low[::-1]), tuple(int(v) for v in high[::-1]), source, margin_mm)
+
+
+def _voxels(indices: np.ndarray) -> str:
+    return ", ".join(f"{value:.0f}" if abs(value) < 1e9 else f"{value:.3g}" for value in indices)
 
 
 def embed_displacement(inside: np.ndarray, region: Region, shape: Sequence[int],

@@ -240,6 +240,31 @@ def test_an_intensity_image_given_as_labels_is_refused(files, tmp_path, capsys):
     assert path in message and "intensity image" in message
 
 
+def test_an_image_given_as_its_own_labels_is_refused(files, tmp_path, capsys):
+    """A cardiac MR image holds a few hundred whole, non-negative values: it passed as a label map of that many
+    labels, each 'propagated' and scored."""
+    as_integers = str(tmp_path / "moving_as_integers.nii.gz")
+    sitk.WriteImage(sitk.Cast(sitk.ReadImage(files["moving"]), sitk.sitkUInt16), as_integers)
+    assert register({**files, "moving_labels": as_integers}, tmp_path / "out") == 2
+    message = one_line_error(capsys)
+    assert as_integers in message and "looks like an intensity image" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_map_of_many_labels_is_taken():
+    """An atlas of a thick-slice stack: hundreds of labels, each a patch of one value in its slice, and no label
+    shared by two slices (the check looks along the axis where neighbours agree most)."""
+    from ODERegistrationLib.engine.pipeline.validation import check_labels
+
+    slices, rows, columns = 5, 48, 60
+    patch = (np.arange(rows)[:, None] // 6) * 10 + np.arange(columns)[None, :] // 6
+    atlas = np.stack([patch + 100 * k + 1 for k in range(slices)]).astype(np.int32)
+    labels = sitk.GetImageFromArray(atlas)
+    labels.SetSpacing((1.5, 1.5, 10.0))
+    image = sitk.Cast(labels, sitk.sitkFloat32)
+    assert np.unique(check_labels(labels, image, "atlas", "stack")).size == 400
+
+
 def test_fixed_labels_alone_are_refused(files, tmp_path, capsys):
     assert register(files, tmp_path / "out", "--fixed-labels", files["fixed_labels"], labels=False) == 2
     assert "moving labels too" in one_line_error(capsys)

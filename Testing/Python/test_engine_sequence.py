@@ -219,6 +219,7 @@ def test_contours_drawn_on_every_other_slice_give_every_output(tmp_path):
     ("labels in the output folder, named like an output", "would overwrite or remove it"),
     ("--mode 3d, which the sequence would not do", "registered slice by slice"),
     ("expert labels numbered unlike the labels", "holds none of the propagated labels' values (1, 2)"),
+    ("the cine given as the expert labels", "looks like an intensity image, not a label map"),
 ])
 def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, tmp_path, capsys, case, message):
     cine, labels = sitk.ReadImage(str(cine_piece_files["cine"])), sitk.ReadImage(str(cine_piece_files["labels"]))
@@ -251,6 +252,7 @@ def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, t
         reference = "0"
     extra = {"one phase": ["--time-axis"], "--mode 3d, which the sequence would not do": ["--mode", "3d"],
              "expert labels numbered unlike the labels": ["--expert-labels", str(tmp_path / "experts_x10.nii.gz")],
+             "the cine given as the expert labels": ["--expert-labels", str(cine_piece_files["cine"])],
              }.get(case, [])
     code = main(["sequence", "--cine", str(arguments["cine"]), "--labels", str(arguments["labels"]),
                  "--reference-phase", reference, "--output-dir", str(output), "--quiet", *extra])

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
+import vtk  # noqa: E402
 
 from ODERegistrationLib.cli.main import main  # noqa: E402
 from ODERegistrationLib.engine import InputError  # noqa: E402
@@ -95,6 +96,27 @@ def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNode() is outputs.table and series.GetYColumnName() == "LV blood pool (ml)"
     assert f"EF {outputs.cycles['LV blood pool']['ef_percent']:.1f} %" in chart.GetTitle()
+
+
+def test_a_cine_under_a_transform_is_read_and_shown_where_the_user_sees_it(mrml, cine_piece_files):
+    """A cine moved by a transform (aligned to another series), contoured over it as shown: the frames in the
+    sequence are not under the transform, and the contours were read against them, 20 mm off the image."""
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    shift = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "aligned")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 20.0)
+    shift.SetMatrixTransformToParent(matrix)
+    for node in (browser.GetProxyNode(sequence), segmentation):  # the contours lie over the moved cine
+        node.SetAndObserveTransformNodeID(shift.GetID())
+    parameters = load_preset("sequence").replace(iterations=2)
+    outputs = SequenceLogic(mrml.scene, mrml.logics.sequences).run(
+        SequenceRequest(sequence, REFERENCE, segmentation, parameters))
+    drawn = sitk.ReadImage(str(cine_piece_files["labels"]))[:, :, :, REFERENCE]
+    assert np.array_equal(sitk.GetArrayFromImage(outputs.result.labels[REFERENCE]), sitk.GetArrayFromImage(drawn))
+    browser.SetSelectedItemNumber(0)
+    shown = labels_from_segmentation(browser.GetProxyNode(outputs.segmentation_sequence),
+                                     browser.GetProxyNode(sequence))
+    assert np.array_equal(sitk.GetArrayFromImage(shown), sitk.GetArrayFromImage(outputs.result.labels[0]))
 
 
 def test_a_cancelled_run_changes_nothing(mrml, cine_piece_files):

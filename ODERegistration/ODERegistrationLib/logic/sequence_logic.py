@@ -79,12 +79,20 @@ class SequenceLogic:
         if not 0 <= index < len(frames):
             raise InputError(f"reference frame {index}: out of range; {name} has frames 0 to {len(frames) - 1}")
         cine = check_cine(Cine([image_from_volume(frame) for frame in frames], _times(sequence), 3), name)
-        labels = reference_labels(labels_from_segmentation(request.segmentation, frames[index]), cine, index,
-                                  request.segmentation.GetName())
+        drawn = labels_from_segmentation(request.segmentation, self._shown_frame(sequence) or frames[index])
+        drawn.CopyInformation(cine.phases[index])  # the proxy's voxels are the frames', whatever transform moves it
+        labels = reference_labels(drawn, cine, index, request.segmentation.GetName())
         corners = roi_corners_lps(request.region_roi) if request.region_roi is not None else None
         names = {"cine": name, "labels": request.segmentation.GetName()}
         return lambda progress, cancel: register_sequence(cine, labels, index, request.parameters, progress, cancel,
                                                           names, region_corners=corners)
+
+    def _shown_frame(self, sequence):
+        """The browser's proxy volume, which the user sees and draws on. The frames are read as loaded, in the
+        cine's own coordinates; exported against the proxy, the segmentation lands in them even when the proxy is
+        under a transform (against a frame, which no transform reaches, it came out shifted by that transform)."""
+        browser = self.sequences_logic.GetFirstBrowserNodeForSequenceNode(sequence)
+        return browser.GetProxyNode(sequence) if browser is not None else None
 
     def start(self, request: SequenceRequest) -> SequenceRun:
         """Start a background job; poll ``run.job``, then call :meth:`finish` on the main thread."""
@@ -132,7 +140,9 @@ class SequenceLogic:
             browser.AddSynchronizedSequenceNodeID(sequence.GetID())
             browser.SetSaveChanges(sequence, False)  # editing the proxy must not rewrite the propagated frames
         self.sequences_logic.UpdateProxyNodesFromSequences(browser)
-        browser.GetProxyNode(segmentations).CreateDefaultDisplayNodes()
+        contours = browser.GetProxyNode(segmentations)
+        contours.CreateDefaultDisplayNodes()
+        contours.SetAndObserveTransformNodeID(browser.GetProxyNode(volumes).GetTransformNodeID())  # over the frames
 
         names = dict(zip((str(value) for value in range(1, len(ids) + 1)), segment_names(segmentation)))
         cycles = {names[label]: cycle for label, cycle in result.report["labels"].items()}

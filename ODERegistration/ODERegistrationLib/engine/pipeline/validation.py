@@ -8,6 +8,8 @@ import SimpleITK as sitk
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_LABELS = 1000
 """More distinct values than this is an intensity image, not a label map (each label costs a full resampling)."""
+MAX_AXIS_SKEW = 1e-3
+"""How far the direction matrix may be from orthonormal (the headers at hand: 5e-8)."""
 DOUBTFUL_LABEL_COUNT = 50
 """From this many distinct values on, a label map must also look like one (:data:`MIN_SHARED_NEIGHBOURS`)."""
 MIN_SHARED_NEIGHBOURS = 0.5
@@ -32,6 +34,13 @@ def check_image(image: sitk.Image, name: str) -> np.ndarray:
     if sum(n > 1 for n in image.GetSize()) < 2:
         raise InputError(f"{name}: is a line of voxels (size {image.GetSize()}); registration needs at least 2 voxels "
                          "along two axes")
+    dim = image.GetDimension()
+    direction = np.asarray(image.GetDirection()).reshape(dim, dim)
+    if not np.allclose(direction.T @ direction, np.eye(dim), atol=MAX_AXIS_SKEW):
+        raise InputError(f"{name}: its voxel axes are not perpendicular (direction {np.round(direction, 4).tolist()}, "
+                         "a sheared grid, or a volume under a shearing transform); the map's millimetres and the "
+                         "NIfTI outputs (which cannot hold such a grid) assume perpendicular axes: resample the "
+                         "image onto such a grid first")
     array = sitk.GetArrayViewFromImage(image)
     if not np.all(np.isfinite(array)):
         raise InputError(f"{name}: contains NaN or infinite values")

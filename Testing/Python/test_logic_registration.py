@@ -184,6 +184,20 @@ def test_an_input_chosen_as_an_output_is_refused_before_it_is_overwritten(mrml, 
     assert mrml.scene.GetNumberOfNodes() == node_count
 
 
+def test_one_node_chosen_for_two_outputs_is_refused_before_the_run(mrml, cardiac_2d):
+    """The panel lets the same volume be picked as the warped volume and the det J map: the map overwrote the
+    warped volume after the run, and the forward transform was lost under the inverse likewise."""
+    request = RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=2))
+    for output_class, first, second in (("vtkMRMLScalarVolumeNode", "warped_volume", "jacobian_volume"),
+                                        ("vtkMRMLGridTransformNode", "forward_transform", "inverse_transform")):
+        shared = mrml.scene.AddNewNodeByClass(output_class, "chosen twice")
+        node_count = mrml.scene.GetNumberOfNodes()
+        with pytest.raises(InputError, match=f"{second.replace('_', ' ')} output: is 'chosen twice', chosen for "
+                                             f"the {first.replace('_', ' ')} output too"):
+            RegistrationLogic(mrml.scene).run(request, OutputRequest(**{first: shared, second: shared}))
+        assert mrml.scene.GetNumberOfNodes() == node_count
+
+
 def test_a_segmentation_without_segments_is_a_clear_error(mrml, cardiac_2d):
     """It failed inside the label map export with an AttributeError (no image data) after VTK errors."""
     empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing drawn")

@@ -96,7 +96,7 @@ class RegistrationLogic:
         return run
 
     def _new_run(self, request: RegistrationRequest, outputs: OutputRequest) -> "RegistrationRun":
-        refuse_inputs_as_outputs(request, outputs)
+        refuse_clashing_outputs(request, outputs)
         inputs = self.prepare(request)
         return RegistrationRun(EngineJob(inputs.task(), inputs.parameters.device), request, outputs)
 
@@ -117,18 +117,26 @@ class RegistrationLogic:
         return self.finish(run)
 
 
-def refuse_inputs_as_outputs(request: RegistrationRequest, outputs: OutputRequest) -> None:
+def refuse_clashing_outputs(request: RegistrationRequest, outputs: OutputRequest) -> None:
     """An output node that is also an input would be overwritten by the run (the moving volume chosen as the warped
-    volume, the moving segmentation as the propagated one): refused before any work, so no input node changes."""
+    volume, the moving segmentation as the propagated one), and one node chosen for two outputs would keep only the
+    last (the det J map over the warped volume): both refused before any work, so no node changes."""
     inputs = {"fixed volume": request.fixed_volume, "moving volume": request.moving_volume,
               "moving segmentation": request.moving_segmentation, "fixed segmentation": request.fixed_segmentation,
               "region ROI": request.region_roi, "fixed mask": request.fixed_mask, "moving mask": request.moving_mask}
     taken = {node.GetID(): role for role, node in inputs.items() if node is not None}
+    chosen = {}
     for output in fields(outputs):
-        node = getattr(outputs, output.name)
-        if node is not None and node != CREATE and node.GetID() in taken:
-            raise InputError(f"{output.name.replace('_', ' ')} output: is the {taken[node.GetID()]} "
-                             f"'{node.GetName()}', which the run would overwrite; choose another node or a new one")
+        node, role = getattr(outputs, output.name), output.name.replace("_", " ")
+        if node is None or node == CREATE:
+            continue
+        if node.GetID() in taken:
+            raise InputError(f"{role} output: is the {taken[node.GetID()]} '{node.GetName()}', which the run would "
+                             "overwrite; choose another node or a new one")
+        if node.GetID() in chosen:
+            raise InputError(f"{role} output: is '{node.GetName()}', chosen for the {chosen[node.GetID()]} output "
+                             "too, which it would overwrite; choose a node for each, or new ones")
+        chosen[node.GetID()] = role
 
 
 @dataclass

@@ -103,11 +103,13 @@ def test_working_spacing_sets_the_halvings_in_millimetres():
 
 
 def test_image_halvings_keep_small_images_at_full_resolution():
-    shapes, skipped = working_pyramid_shapes((232, 256), (1.5625, 1.5625), levels=2, halvings=1)
+    shapes, skipped = working_pyramid_shapes((232, 256), (1.5625, 1.5625), levels=2, halvings=1, min_voxels=10_000)
     assert skipped == 1 and [shape for shape, _ in shapes] == [(232, 256), (116, 128), (58, 64)]
-    shapes, skipped = working_pyramid_shapes((128, 128, 128), (1.0, 1.0, 1.0), levels=2, halvings=2)
+    shapes, skipped = working_pyramid_shapes((128, 128, 128), (1.0, 1.0, 1.0), levels=2, halvings=2,
+                                             min_voxels=10_000)
     assert skipped == 2 and shapes[skipped][0] == (32, 32, 32)
-    assert working_pyramid_shapes((96, 96), (1.0, 1.0), levels=2, halvings=1)[1] == 0  # 48 x 48 would be too small
+    assert working_pyramid_shapes((96, 96), (1.0, 1.0), 2, 1, min_voxels=10_000)[1] == 0  # 48 x 48: too small
+    assert working_pyramid_shapes((96, 96), (1.0, 1.0), 2, 1, min_voxels=2_000)[1] == 1  # a cine's smaller floor
 
 
 def test_refined_inverse_undoes_the_map_much_better_than_a_rough_guess():

@@ -96,6 +96,11 @@ class RegistrationParameters:
     working_spacing_mm: float = _parameter(
         3.2, "the finest level is the image halved while its spacing stays at most this, in mm; the fields are "
         "upsampled at the end (0: full resolution)", "Working resolution (mm)", 0.0, minimum=0.0, maximum=20.0)
+    min_working_voxels: int = _parameter(
+        10000, "the image (each slice, in a stack) is halved towards the working resolution only while it keeps at "
+        "least this many voxels: a small crop keeps its detail, which the similarity needs against the "
+        "regularizers; a cine, hundreds of slices in one batch, trades some of it for the iterations that large "
+        "motion needs", "Smallest working image (voxels)", minimum=1, maximum=100000000)
     folding_weight: float = _parameter(
         100.0, "weight of the folding guard mean(max(0, 0.1 - det J)), zero unless a map compresses tenfold",
         "Folding guard weight", 0.0, minimum=0.0, maximum=10000.0)

@@ -111,7 +111,8 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     fields = fixed.shape[0]
     iterations = parameters.iterations if dim == 2 else parameters.iterations_3d
     shapes, skipped = working_pyramid_shapes(fixed.shape[2:], spacing, parameters.levels,
-                                             halvings_to(spacing, parameters.working_spacing_mm))
+                                             halvings_to(spacing, parameters.working_spacing_mm),
+                                             parameters.min_working_voxels)
     fixed_pyramid, moving_pyramid = gaussian_pyramid(fixed, shapes), gaussian_pyramid(moving, shapes)
     mask_pyramids = [None] * len(shapes)
     if masks is not None:

@@ -10,9 +10,6 @@ from .fields import gaussian_smooth, resize_field
 
 MIN_LEVEL_SIZE = 8
 MAX_HALVINGS = 3
-MIN_WORKING_VOXELS = 10_000
-"""Image halvings do not shrink the finest working level below this many voxels per image (per slice in a stack):
-small images keep their resolution, where the similarity would lose too much detail to the regularizers."""
 
 
 def pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int) -> List[Tuple[Tuple[int, ...], Tuple[float, ...]]]:
@@ -40,12 +37,13 @@ def halvings_to(spacing: Sequence[float], working_spacing_mm: float) -> int:
     return halvings
 
 
-def working_pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int,
-                           halvings: int) -> Tuple[List[Tuple[Tuple[int, ...], Tuple[float, ...]]], int]:
+def working_pyramid_shapes(shape: Sequence[int], spacing: Sequence[float], levels: int, halvings: int,
+                           min_voxels: int) -> Tuple[List[Tuple[Tuple[int, ...], Tuple[float, ...]]], int]:
     """Levels from the image down to the coarsest working one, and how many of the finest are skipped (at most
-    ``halvings``): the optimizer works on the last ``levels`` of them."""
+    ``halvings``, and none that would leave the finest working level below ``min_voxels`` voxels per image):
+    the optimizer works on the last ``levels`` of them."""
     shapes = pyramid_shapes(shape, spacing, levels + halvings)
-    skipped = max(k for k in range(halvings + 1) if k == 0 or math.prod(shapes[k][0]) >= MIN_WORKING_VOXELS)
+    skipped = max(k for k in range(halvings + 1) if k == 0 or math.prod(shapes[k][0]) >= min_voxels)
     return shapes[:skipped + levels], skipped
 
 

@@ -171,7 +171,11 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
 
 FALLBACK_RADII = (2, 4, 8, 16)
 """Radii (voxels) of the neighbourhood of the refined inverse's folds where :func:`refine_inverse` falls back to
-the given inverse, and of the folds :func:`smooth_folds` smooths, tried in turn."""
+the given inverse, tried in turn."""
+SMOOTHING_RADII = FALLBACK_RADII + (32,)
+"""Radii (voxels) of the neighbourhood of a map's folds that :func:`smooth_folds` smooths, tried in turn: the last
+for a map fitted at half the resolution of a small crop (a cine's end-systolic phase, compressed more than 16
+voxels of smoothing undo)."""
 
 
 def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
@@ -185,7 +189,7 @@ def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
     folded = _folded_voxels(displacement)
     pending = folded.flatten(1).any(dim=1)
     chosen = displacement
-    for radius in FALLBACK_RADII:
+    for radius in SMOOTHING_RADII:
         if not pending.any():
             break
         weight = _fade_around(folded, radius)

@@ -63,3 +63,18 @@ def test_stack_slices_are_the_slices_of_a_stack_that_hold_every_label_as_2d_pair
             assert np.array_equal(array, volume[pair.stack_slice])
             if key.endswith("labels"):
                 assert all(np.any(array == label) for label in pair.eval_labels)
+
+
+def test_the_cine_sweep_scores_a_stack_as_a_two_phase_cine_from_the_sequence_preset(data_dir):
+    """Each setting is the `sequence` preset plus its options; a pair's EF is its LV cavity's (ACDC numbers the
+    cavity 3: label 1, the RV, gives another EF), on the slices the expert drew at both phases."""
+    from benchmarks.cine_sweep import parameters_of, run_case
+    from ODERegistrationLib.engine.presets import load_preset
+
+    assert parameters_of("") == load_preset("sequence")
+    assert parameters_of("--iterations 2 --seed 3") == load_preset("sequence").replace(iterations=2, seed=3)
+    pair = next(pair for pair in load_pairs(data_dir / "acdc", 3) if pair.id == "acdc_patient004_3d")
+    row = run_case(pair, parameters_of("--iterations 2"))
+    ed, es = (sitk.GetArrayFromImage(pair.image(key)) == 3 for key in ("moving_labels", "fixed_labels"))
+    assert row["expert_ef"] == 100.0 * (ed.sum() - es.sum()) / ed.sum()
+    assert 0.0 < row["dice"] < 1.0 and row["folds"] == 0 and row["id"] == pair.id

@@ -20,12 +20,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from ..parameters import RegistrationParameters
+from ..progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
 from .device import net_memory_format, net_precision
 from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
 from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
 from .network import VelocityNet
-from ..parameters import RegistrationParameters
-from ..progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
 from .pyramid import gaussian_pyramid, halvings_to, working_pyramid_shapes
 
 MIN_NET_SIZE = 16

@@ -21,12 +21,12 @@ import torch
 from .. import __version__
 from ..core.device import DeviceError, choose_device, is_out_of_memory, out_of_memory_message
 from ..core.fields import clear_identity_grid_cache, compose, refine_inverse, smooth_folds
-from .layout import TensorLayout, choose_layout
-from .metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
 from ..core.optimizer import optimize_fields
 from ..parameters import RegistrationParameters
-from .region import Region, embed_displacement, region_around_mask, region_from_corners, whole_region
 from ..progress import CancelCheck, ProgressCallback, RegistrationCancelled
+from .layout import TensorLayout, choose_layout
+from .metrics import folding, index_to_physical_matrix, jacobian_determinant, label_scores
+from .region import Region, embed_displacement, region_around_mask, region_from_corners, whole_region
 from .through_plane import fit_through_plane_then_slices, fits_through_plane
 from .validation import InputError, check_image, check_labels, check_pair
 

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from .metrics import folding, label_scores
 from ..parameters import RegistrationParameters
 from ..progress import CancelCheck, ProgressCallback, RegistrationCancelled
+from .metrics import folding, label_scores
 from .region import region_from_corners
 from .registration import RegistrationResult, register_images
 from .validation import InputError, check_image, check_labels, same_grid

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from ..core.fields import compose, warp
-from .layout import TensorLayout
 from ..core.optimizer import FieldPair, optimize_fields
 from ..parameters import RegistrationParameters
 from ..progress import CancelCheck, ProgressCallback
+from .layout import TensorLayout
 
 MIN_SLICES = 4
 """The 3-D map needs at least this many voxels along every axis (the pyramid and the net's 3-D convolutions)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_LABELS = 1000
 """More distinct values than this is an intensity image, not a label map (each label costs a full resampling)."""

@@ -73,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for method in arguments.methods:
             for region in (["auto"] if method.startswith("ode") else arguments.roi):
                 print(f"cine benchmark: {entry['id']} {method} {region}", file=sys.stderr, flush=True)
-                run = {"ode": _run_ode, "ode-chained": _run_chained}.get(method, _run_peer)
+                run = {"ode": _run_ode, "ode-chained": _run_chained}.get(method, run_peer)
                 propagated, folded, seconds = run(method, cine, labels, reference, parameters.replace(region=region))
                 rows.append(_score(entry, method + ("+roi" if region == "auto" else ""), propagated, experts,
                                    folded, seconds, len(cine.phases) - 1))
@@ -128,7 +128,7 @@ def _path(reference: int, phase: int, count: int) -> List:
     return [((reference - k - 1) % count, 1) for k in range(count - ahead)]
 
 
-def _run_peer(method, cine, labels, reference, parameters):
+def run_peer(method, cine, labels, reference, parameters):
     """Reference -> each phase, one 3-D registration per phase; the time is the registrations' alone."""
     propagated, folded, seconds = [], 0, 0.0
     options = {"region": parameters.region, "ode_parameters": parameters}

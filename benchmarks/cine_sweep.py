@@ -30,7 +30,7 @@ from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.pipeline.metrics import label_scores
 from ODERegistrationLib.engine.pipeline.sequence import Cine, register_sequence
 
-from .cine_benchmark import _run_peer
+from .cine_benchmark import run_peer
 from .dataset import load_pairs
 
 CAVITY = ("LV cavity", "LV blood pool")
@@ -55,7 +55,7 @@ def run_case(pair, parameters, method: str = "ode") -> dict:
         phase = result.report["per_phase"][1]
         labels, folds = result.labels, phase["folded_voxels"] + phase["inverse_folded_voxels"]
     else:
-        labels, folds, seconds = _run_peer(method, cine, ed_labels, 0, parameters)
+        labels, folds, seconds = run_peer(method, cine, ed_labels, 0, parameters)
     propagated = sitk.GetArrayFromImage(labels[1])
     if pair.labelled_slices_fixed:  # the expert's other slices are unlabelled, not background
         unlabelled = np.ones(propagated.shape[0], bool)

@@ -416,7 +416,7 @@ def _sequenceSummary(outputs) -> str:
     lines = [f"Time: {report['seconds']:.1f} s on {report['batch']['device']} for {report['phases']} frames "
              f"({report['seconds_per_phase']:.1f} s per frame, {len(report['labelled_slices'])} labelled slices)",
              f"Folded voxels, all frames: {report['folded_voxels']}"]
-    lines += [f"Warning: {warning}" for warning in report["batch"]["warnings"]]
+    lines += [f"Warning: {warning}" for warning in report["warnings"]]
     for segment, cycle in outputs.cycles.items():
         lines.append(f"{segment}: ED frame {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES frame {cycle['es_phase']} "
                      f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")

@@ -124,6 +124,47 @@ def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, 
         assert cycle["expert"]["es_ml"] == pytest.approx((expert_labels[0] == value).sum() * voxel_ml, abs=1e-3)
 
 
+def _with_time_header(source, path, step: float, units: int = None, pixdim: float = None):
+    """The cine piece written uncompressed with time step ``step``, then its NIfTI header's time unit (xyzt_units)
+    or time pixdim patched as a converter might have written them."""
+    cine = sitk.ReadImage(str(source))
+    cine.SetSpacing(cine.GetSpacing()[:3] + (step,))
+    sitk.WriteImage(cine, str(path))
+    header = bytearray(path.read_bytes())
+    if units is not None:
+        header[123] = units
+    if pixdim is not None:
+        header[92:96] = np.float32(pixdim).tobytes()  # pixdim[4]
+    path.write_bytes(bytes(header))
+    return {"cine": path}
+
+
+@pytest.mark.parametrize("step, units", [(0.04, None), (40.0, 2 | 16)], ids=["seconds", "msec-header"])
+def test_phase_times_in_seconds_are_reported_in_ms(cine_piece_files, tmp_path, step, units):
+    """A time axis in seconds (as dcm2niix writes it, or as ITK reads a header in msec) came out as 0.04 ms
+    between phases in volumes.csv and the curve; the labels keep the input's own time axis."""
+    paths = {**cine_piece_files, **_with_time_header(cine_piece_files["cine"], tmp_path / "cine.nii", step, units)}
+    assert sequence(paths, tmp_path / "out", "--iterations", "2") == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "volumes.csv").open()))
+    assert sorted({float(row["time_ms"]) for row in rows}) == pytest.approx([0.0, 40.0, 80.0])
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["times_ms"] == pytest.approx([0, 40, 80])
+    labels, cine = (sitk.ReadImage(str(path)) for path in (tmp_path / "out" / "labels.nii.gz", paths["cine"]))
+    assert labels.GetSpacing()[3] == pytest.approx(cine.GetSpacing()[3])
+
+
+def test_a_cine_without_time_step_counts_phases_and_says_so(cine_piece_files, tmp_path, capsys):
+    """A NIfTI time pixdim of 0 is read by ITK as 1, which passed for phases 1 ms apart without a word (as did
+    any file whose time spacing is the default 1)."""
+    paths = {**cine_piece_files, **_with_time_header(cine_piece_files["cine"], tmp_path / "cine.nii", 40.0,
+                                                     pixdim=0.0)}
+    assert sequence(paths, tmp_path / "out", "--iterations", "2") == 0
+    assert "gives no time step" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["times_ms"] is None and any("no time step" in warning for warning in report["warnings"])
+    rows = list(csv.DictReader((tmp_path / "out" / "volumes.csv").open()))
+    assert {row["time_ms"] for row in rows} == {""} and len(rows) == 3 * 2
+
+
 @pytest.fixture
 def cine_2d_plus_time(cine_piece_files, tmp_path):
     """A 3-D image to read as 2-D + time (--time-axis): one slice per phase, each phase a stack of one."""

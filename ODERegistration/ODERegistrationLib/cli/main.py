@@ -220,7 +220,7 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
 
     write_sequence(result, cine, output_dir, pictures)
     report = result.report
-    for warning in report["batch"]["warnings"]:
+    for warning in report["warnings"]:
         print(f"oderegistration: warning: {warning}", file=sys.stderr)
     print(f"{output_dir}: {report['phases']} phases x {len(report['labelled_slices'])} labelled slices in "
           f"{report['seconds']:.1f} s on {report['batch']['device']}, {report['folded_voxels']} folded voxels")

@@ -195,16 +195,17 @@ SEQUENCE_FILES = ("labels.nii.gz", "volumes.csv", "volume_curve.png", "qa.png", 
 def write_sequence(result, cine, output_dir: str | os.PathLike,
                    write_extras: Optional[Callable[[Path], None]] = None) -> Path:
     """Every phase's forward and inverse fields, the propagated labels as one image in the input's layout (4-D,
-    or 2-D + time), volumes.csv, the extras (pictures) and report.json, all at once (:func:`write_folder`)."""
+    or 2-D + time, with its time axis as read), volumes.csv (no time where the cine gives none), the extras
+    (pictures) and report.json, all at once (:func:`write_folder`). ``cine`` as read from its file."""
     def write(staging: Path) -> None:
         for t, (forward, backward) in enumerate(zip(result.forward, result.backward)):
             sitk.WriteImage(_readable_as_written(forward), str(staging / f"forward_phase{t:02d}.nii.gz"),
                             useCompression=True)
             sitk.WriteImage(_readable_as_written(backward), str(staging / f"inverse_phase{t:02d}.nii.gz"),
                             useCompression=True)
-        step = cine.times_ms[1] - cine.times_ms[0]
+        origin, step = cine.time_axis
         if cine.time_axis_in_input == 3:
-            labels = sitk.JoinSeries(result.labels, cine.times_ms[0], step)
+            labels = sitk.JoinSeries(result.labels, origin, step)
         else:  # the 2-D + time image's own geometry: its phases share its origin and orientation
             labels = sitk.JoinSeries([frame[:, :, 0] for frame in result.labels])
             labels.SetOrigin(result.labels[0].GetOrigin())
@@ -212,7 +213,7 @@ def write_sequence(result, cine, output_dir: str | os.PathLike,
             labels.SetSpacing(result.labels[0].GetSpacing()[:2] + (step,))
         sitk.WriteImage(labels, str(staging / "labels.nii.gz"), useCompression=True)
         rows = ["phase,time_ms,label,volume_ml"] + [
-            f"{t},{cine.times_ms[t]:g},{label},{volumes[t]:.3f}"
+            f"{t},{'' if cine.times_ms is None else f'{cine.times_ms[t]:g}'},{label},{volumes[t]:.3f}"
             for label, volumes in result.volumes_ml.items() for t in range(len(volumes))]
         (staging / "volumes.csv").write_text("\n".join(rows) + "\n")
         if write_extras is not None:

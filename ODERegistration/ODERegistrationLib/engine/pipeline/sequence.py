@@ -27,9 +27,13 @@ class Cine:
     """The phases of a sequence as 3-D volumes (a 2-D + time image gives one-slice volumes) and their times."""
 
     phases: List[sitk.Image]
-    times_ms: List[float]
+    times_ms: Optional[List[float]]
+    """None when the file gives no time step (a NIfTI pixdim of 0): the outputs then count phases, not ms."""
     time_axis_in_input: int
     """3 for a 4-D input, 2 for a 3-D one read as 2-D + time: outputs are written in the input's layout."""
+    time_axis: Optional[Tuple[float, float]] = None
+    """The file's own origin and spacing along its time axis, as read, for writing the outputs in its layout; None
+    for frames that did not come from one file (a Slicer sequence)."""
 
 
 @dataclass
@@ -77,7 +81,35 @@ def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
         raise InputError(f"{name}: a cine is a 4-D image (x, y, slice, phase) or, with --time-axis, a 3-D one; "
                          f"this one is {dimension}-D")
     axis = dimension - 1
-    return Cine(phases, [image.GetOrigin()[axis] + t * image.GetSpacing()[axis] for t in range(len(phases))], axis)
+    origin, step = image.GetOrigin()[axis], image.GetSpacing()[axis]
+    return Cine(phases, phase_times_ms(image, axis, len(phases)), axis, (origin, step))
+
+
+UNKNOWN_STEP = 1.0
+"""The time step ITK reads where a file gives none (a NIfTI pixdim of 0, or a format's default spacing). No cine has
+phases 1 ms or 1 s apart, so a step below it is in seconds, above it in ms, and this one is no time at all."""
+
+
+def phase_times_ms(image: sitk.Image, axis: int, count: int) -> Optional[List[float]]:
+    """The phases' times in ms along ``axis``, or None when the file gives no time step (:data:`UNKNOWN_STEP`).
+
+    The unit is not in the spacing: ITK reads a NIfTI time axis in seconds when its header says msec or usec, and
+    converters such as dcm2niix write seconds, while ITK writes its spacing as it is under a 'sec' unit (the
+    development cine holds ms so).
+    """
+    origin, step = image.GetOrigin()[axis], image.GetSpacing()[axis]
+    if step == UNKNOWN_STEP:
+        return None
+    scale = 1000.0 if step < UNKNOWN_STEP else 1.0
+    return [scale * (origin + t * step) for t in range(count)]
+
+
+def time_warnings(cine: Cine, name: str) -> List[str]:
+    """A cine without a time step: its outputs count phases instead of ms, and say so."""
+    if cine.times_ms is not None:
+        return []
+    return [f"{name}: gives no time step between its phases (none in its header, read as 1), so volumes.csv, the "
+            "volume curve and report.json count phases, not ms"]
 
 
 def _frame_of_2d_cine(image: sitk.Image, t: int) -> sitk.Image:
@@ -192,6 +224,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
         "times_ms": cine.times_ms, "seconds": seconds, "seconds_per_phase": round(seconds / len(others), 3),
         "batch": {key: result.report[key] for key in ("iterations", "device", "mode", "through_plane", "region",
                                                        "similarity", "warnings")},
+        "warnings": time_warnings(cine, names["cine"]) + result.report["warnings"],
         "folded_voxels": int(sum(r.get("folded_voxels", 0) for r in phase_reports)),
         "per_phase": phase_reports,
         "labels": {str(v): _cycle(volumes[v]) for v in values},

@@ -11,25 +11,27 @@ from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, draw_contours
 
 
 def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
-    """Volume of every label over the cycle (ml against ms), ED and ES marked, EF in the legend."""
+    """Volume of every label over the cycle (ml against ms, or against the phase where the cine gives no time), ED
+    and ES marked, EF in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    times = cine.times_ms if cine.times_ms is not None else list(range(len(cine.phases)))
     figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
     for label, volumes in result.volumes_ml.items():
         cycle = result.report["labels"][str(label)]
-        line, = axis.plot(cine.times_ms, volumes, marker="o", markersize=3,
+        line, = axis.plot(times, volumes, marker="o", markersize=3,
                           label=f"label {label}: ED {cycle['ed_ml']:.1f} ml, ES {cycle['es_ml']:.1f} ml, "
                                 f"EF {cycle['ef_percent']:.1f} %")
         for phase, name in ((cycle["ed_phase"], "ED"), (cycle["es_phase"], "ES")):
-            axis.annotate(name, (cine.times_ms[phase], volumes[phase]), textcoords="offset points", xytext=(0, 6),
+            axis.annotate(name, (times[phase], volumes[phase]), textcoords="offset points", xytext=(0, 6),
                           ha="center", color=line.get_color(), fontsize=8)
     reference = result.report["reference_phase"]
-    axis.axvline(cine.times_ms[reference], color="grey", linestyle=":", linewidth=1,
+    axis.axvline(times[reference], color="grey", linestyle=":", linewidth=1,
                  label=f"reference phase {reference} (the labels drawn)")
-    axis.set_xlabel("time in the cycle (ms)")
+    axis.set_xlabel("time in the cycle (ms)" if cine.times_ms is not None else "phase (the cine gives no time step)")
     axis.set_ylabel("volume on the labelled slices (ml)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
@@ -68,7 +70,8 @@ def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 
         draw_contours(axis, sitk.GetArrayViewFromImage(result.labels[t])[k], colour, "solid")
         names = [name for phase, name in ((report["reference_phase"], "reference"), (first["ed_phase"], "ED"),
                                           (first["es_phase"], "ES")) if phase == t]
-        axis.set_title(f"phase {t} ({cine.times_ms[t]:g} ms){', ' + ', '.join(names) if names else ''}", fontsize=9)
+        time = "" if cine.times_ms is None else f" ({cine.times_ms[t]:g} ms)"
+        axis.set_title(f"phase {t}{time}{', ' + ', '.join(names) if names else ''}", fontsize=9)
         axis.set_xlim(columns.min() - margin, columns.max() + margin)  # zoomed on the heart: the contours are legible
         axis.set_ylim(rows.max() + margin, rows.min() - margin)
         axis.set_axis_off()

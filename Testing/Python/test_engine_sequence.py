@@ -253,6 +253,7 @@ def test_contours_drawn_on_every_other_slice_give_every_output(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("3-D without --time-axis", "give --time-axis"),
+    ("4-D with --time-axis", "--time-axis is for a 3-D cine"),
     ("reference phase out of range", "out of range"),
     ("labels on another grid", "differs from the grid"),
     ("empty labels", "no label on phase"),
@@ -291,7 +292,7 @@ def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, t
         arguments["cine"] = tmp_path / "one.nii.gz"
         sitk.WriteImage(cine[:, :, 0, 0:1], str(arguments["cine"]))
         reference = "0"
-    extra = {"one phase": ["--time-axis"], "--mode 3d, which the sequence would not do": ["--mode", "3d"],
+    extra = {"one phase": ["--time-axis"], "4-D with --time-axis": ["--time-axis"], "--mode 3d, which the sequence would not do": ["--mode", "3d"],
              "expert labels numbered unlike the labels": ["--expert-labels", str(tmp_path / "experts_x10.nii.gz")],
              "the cine given as the expert labels": ["--expert-labels", str(cine_piece_files["cine"])],
              }.get(case, [])

@@ -70,6 +70,9 @@ def check_cine(cine: Cine, name: str) -> Cine:
 def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
     """The phases of a 4-D image, or of a 3-D one read as 2-D + time, as 3-D volumes (images or label maps)."""
     dimension = image.GetDimension()
+    if dimension == 4 and time_axis:
+        raise InputError(f"{name}: is 4-D (x, y, slice, phase); --time-axis is for a 3-D cine (x, y, phase), "
+                         "leave it out")
     if dimension == 4:
         phases = [image[:, :, :, t] for t in range(image.GetSize()[3])]
     elif dimension == 3 and time_axis:

@@ -28,7 +28,7 @@ class Cine:
 
     phases: List[sitk.Image]
     times_ms: Optional[List[float]]
-    """None when the file gives no time step (a NIfTI pixdim of 0): the outputs then count phases, not ms."""
+    """None when the file gives no time step (:data:`UNKNOWN_STEP`): the outputs then count phases, not ms."""
     time_axis_in_input: int
     """3 for a 4-D input, 2 for a 3-D one read as 2-D + time: outputs are written in the input's layout."""
     time_axis: Optional[Tuple[float, float]] = None
@@ -84,8 +84,8 @@ def split_phases(image: sitk.Image, time_axis: bool, name: str) -> Cine:
         raise InputError(f"{name}: a cine is a 4-D image (x, y, slice, phase) or, with --time-axis, a 3-D one; "
                          f"this one is {dimension}-D")
     axis = dimension - 1
-    origin, step = image.GetOrigin()[axis], image.GetSpacing()[axis]
-    return Cine(phases, phase_times_ms(image, axis, len(phases)), axis, (origin, step))
+    return Cine(phases, phase_times_ms(image, axis, len(phases)), axis,
+                (image.GetOrigin()[axis], image.GetSpacing()[axis]))
 
 
 UNKNOWN_STEP = 1.0

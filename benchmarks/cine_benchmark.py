@@ -16,6 +16,7 @@ round the cycle from the reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -30,7 +31,7 @@ from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_a
 from ODERegistrationLib.engine.pipeline.metrics import folding, jacobian_determinant
 from ODERegistrationLib.engine.presets import SEQUENCE_PRESET
 from ODERegistrationLib.engine.pipeline.registration import register_images, warp_labels
-from ODERegistrationLib.engine.pipeline.sequence import (Cine, _split, _stack_image, against_experts, expert_phases,
+from ODERegistrationLib.engine.pipeline.sequence import (_split, _stack_image, against_experts, expert_phases,
                                                 read_cine, reference_labels, register_sequence)
 
 from .evaluate import run_in_region
@@ -68,7 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         experts = expert_phases(expert_image, cine, entry["labels"], labels)
         if arguments.phases:
             kept = sorted(set(arguments.phases) | {reference})
-            cine = Cine([cine.phases[t] for t in kept], [cine.times_ms[t] for t in kept], cine.time_axis_in_input)
+            cine = dataclasses.replace(cine, phases=[cine.phases[t] for t in kept],
+                                       times_ms=cine.times_ms and [cine.times_ms[t] for t in kept],
+                                       time_axis=None)  # no longer one file's evenly spaced phases
             experts, reference = [experts[t] for t in kept], kept.index(reference)
         for method in arguments.methods:
             for region in (["auto"] if method.startswith("ode") else arguments.roi):

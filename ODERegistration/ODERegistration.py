@@ -506,12 +506,15 @@ class ODERegistrationTest(ScriptedLoadableModuleTest):
         import numpy as np
         import SimpleITK as sitk
         from ODERegistrationLib.logic import SequenceLogic, SequenceRequest
-        from ODERegistrationLib.logic.headless import add_volume, add_volume_sequence
+        from ODERegistrationLib.logic.headless import add_volume
 
         rows, columns = np.mgrid[0:64, 0:64]
         disks = [100.0 * ((rows - 32) ** 2 + (columns - 32) ** 2 < radius ** 2) for radius in (14, 9, 12)]
         frames = [sitk.JoinSeries(sitk.GetImageFromArray(disk.astype("float32"))) for disk in disks]
-        sequence, browser = add_volume_sequence(slicer.mrmlScene, sitk.JoinSeries(frames, 0.0, 40.0), "disks")
+        path = str(Path(slicer.util.tempDirectory()) / "disks.nii.gz")
+        sitk.WriteImage(sitk.JoinSeries(frames, 0.0, 40.0), path)
+        sequence = slicer.util.loadSequence(path)
+        browser = slicer.modules.sequences.logic().GetFirstBrowserNodeForSequenceNode(sequence)
         labels = add_volume(slicer.mrmlScene, sitk.Cast(frames[0] > 50, sitk.sitkUInt8), "labels",
                             "vtkMRMLLabelMapVolumeNode")
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "disk")

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from ODERegistrationLib.cli.main import main
 from ODERegistrationLib.engine.presets import load_preset
 from ODERegistrationLib.engine.pipeline.registration import resample, warp_labels
-from ODERegistrationLib.engine.pipeline.sequence import read_cine, reference_labels, register_sequence
+from ODERegistrationLib.engine.pipeline.sequence import read_cine, reference_labels, register_sequence, times_in_ms
 from ODERegistrationLib.engine.pipeline.validation import same_grid
 
 from conftest import CINE, cine_piece
@@ -150,6 +150,17 @@ def test_phase_times_in_seconds_are_reported_in_ms(cine_piece_files, tmp_path, s
     assert json.loads((tmp_path / "out" / "report.json").read_text())["times_ms"] == pytest.approx([0, 40, 80])
     labels, cine = (sitk.ReadImage(str(path)) for path in (tmp_path / "out" / "labels.nii.gz", paths["cine"]))
     assert labels.GetSpacing()[3] == pytest.approx(cine.GetSpacing()[3])
+
+
+@pytest.mark.parametrize("times, unit, expected", [
+    ([0.0, 0.04, 0.08], "s", [0.0, 40.0, 80.0]),  # dcm2niix's seconds
+    ([0.0, 40.0, 80.0], "s", [0.0, 40.0, 80.0]),  # ms under a 'sec' unit, as ITK writes and Slicer loads a cine
+    ([0.0, 0.5, 1.0], "ms", [0.0, 0.5, 1.0]),  # a unit of ms is never rescaled
+    ([0.0, 1.0, 2.0], "", None),  # frame numbers
+    ([0.0, 40.0, 80.0], "%", None),  # a cycle fraction is no time
+])
+def test_times_in_ms_follow_the_unit_then_the_step(times, unit, expected):
+    assert times_in_ms(times, unit) == expected
 
 
 def test_a_cine_without_time_step_counts_phases_and_says_so(cine_piece_files, tmp_path, capsys):

@@ -14,7 +14,7 @@ from ODERegistrationLib.cli.main import main  # noqa: E402
 from ODERegistrationLib.engine import InputError  # noqa: E402
 from ODERegistrationLib.engine.presets import load_preset  # noqa: E402
 from ODERegistrationLib.logic import SequenceLogic, SequenceRequest  # noqa: E402
-from ODERegistrationLib.logic.headless import add_volume, add_volume_sequence  # noqa: E402
+from ODERegistrationLib.logic.headless import add_volume, load_volume_sequence  # noqa: E402
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
 from conftest import grid_points, transform_point_difference  # noqa: E402
@@ -25,9 +25,10 @@ ITERATIONS = "40"
 
 
 def scene_with_cine(mrml, paths):
-    """The piece of the cine as Slicer holds a loaded 4-D NIfTI, and the ED contours as a segmentation drawn on
-    the browser's proxy volume at the reference frame (as a user draws them)."""
-    sequence, browser = add_volume_sequence(mrml.scene, sitk.ReadImage(str(paths["cine"])), "cine")
+    """The piece of the cine loaded by Slicer's own 4-D NIfTI reader (indexed 0, 40, 80 's', as the development
+    cine's header says), and the ED contours as a segmentation drawn on the browser's proxy volume at the
+    reference frame (as a user draws them)."""
+    sequence, browser = load_volume_sequence(mrml.scene, paths["cine"], "cine")
     mrml.logics.sequences.UpdateProxyNodesFromSequences(browser)
     browser.SetSelectedItemNumber(REFERENCE)
     proxy = browser.GetProxyNode(sequence)
@@ -87,7 +88,8 @@ def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line
     table = outputs.table
     rows = list(csv.DictReader((command_line / "volumes.csv").open()))
     assert table.GetNumberOfRows() == 3 and table.GetNumberOfColumns() == 4  # frame, time, two segments
-    for row in rows:
+    for row in rows:  # the times in ms, as the command line reads the file: not the index's 40 "s" apart
+        assert table.GetTable().GetColumnByName("time (ms)").GetValue(int(row["phase"])) == float(row["time_ms"])
         column = table.GetTable().GetColumnByName(
             {"1": "LV blood pool (ml)", "2": "LV myocardium (ml)"}[row["label"]])
         assert column.GetValue(int(row["phase"])) == pytest.approx(float(row["volume_ml"]), abs=1e-3)
@@ -95,6 +97,7 @@ def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line
     assert chart.GetNumberOfPlotSeriesNodes() == 2
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNode() is outputs.table and series.GetYColumnName() == "LV blood pool (ml)"
+    assert series.GetXColumnName() == "time (ms)" and outputs.report["times_ms"] == [0.0, 40.0, 80.0]
     assert f"EF {outputs.cycles['LV blood pool']['ef_percent']:.1f} %" in chart.GetTitle()
 
 
@@ -150,6 +153,24 @@ def test_segments_of_one_name_keep_their_own_volumes_and_an_empty_one_no_curve(m
     chart = outputs.plot_chart
     series = [chart.GetNthPlotSeriesNode(index) for index in range(chart.GetNumberOfPlotSeriesNodes())]
     assert sorted(node.GetYColumnName() for node in series) == columns
+
+
+def test_a_sequence_indexed_by_frame_numbers_counts_frames_and_says_so(mrml, cine_piece_files):
+    """An index that is no time (frame numbers 0, 1, 2 without a unit) was shown as a time column and taken for
+    times in ms in the report."""
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    sequence.SetIndexUnit("")
+    for item in range(3):
+        sequence.UpdateIndexValue(sequence.GetNthIndexValue(item), str(item))
+    parameters = load_preset("sequence").replace(iterations=2)
+    outputs = SequenceLogic(mrml.scene, mrml.logics.sequences).run(
+        SequenceRequest(sequence, REFERENCE, segmentation, parameters))
+    assert outputs.report["times_ms"] is None
+    assert any("no time step" in warning for warning in outputs.report["warnings"])
+    table = outputs.table.GetTable()
+    assert [table.GetColumnName(index) for index in range(table.GetNumberOfColumns())] == \
+        ["frame", "LV blood pool (ml)", "LV myocardium (ml)"]
+    assert outputs.plot_chart.GetNthPlotSeriesNode(0).GetXColumnName() == "frame"
 
 
 @pytest.mark.parametrize("case, message", [

@@ -47,17 +47,16 @@ def add_volume(scene, image: sitk.Image, name: str, class_name: str = "vtkMRMLSc
     return node
 
 
-def add_volume_sequence(scene, image: sitk.Image, name: str):
-    """A 4-D image (x, y, slice, time) as Slicer's Sequences module loads one: a sequence of scalar volumes indexed
-    by the time axis' values, and a browser showing it; returns (sequence, browser)."""
+def load_volume_sequence(scene, path: str, name: str):
+    """A 4-D image file (x, y, slice, time) read by Slicer's own volume sequence reader, as the Sequences module
+    loads one: a sequence of scalar volumes indexed by the time axis' values in the file's unit, and a browser
+    showing it; returns (sequence, browser)."""
     sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
-    sequence.SetIndexName("time")
-    sequence.SetIndexUnit("ms")
-    sequence.SetIndexType(sequence.NumericIndex)
-    for t in range(image.GetSize()[3]):
-        frame = slicer.vtkMRMLScalarVolumeNode()
-        fill_volume(frame, image[:, :, :, t])
-        sequence.SetDataNodeAtValue(frame, f"{image.GetOrigin()[3] + t * image.GetSpacing()[3]:g}")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
+    storage.SetFileName(str(path))
+    sequence.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(sequence):
+        raise OSError(f"{path}: Slicer's volume sequence reader could not read it")
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", f"{name} browser")
     browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
     return sequence, browser

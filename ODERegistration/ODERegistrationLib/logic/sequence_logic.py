@@ -14,7 +14,8 @@ import vtk
 
 from ..engine import InputError, RegistrationParameters
 from ..engine.presets import SEQUENCE_PRESET, load_preset
-from ..engine.pipeline.sequence import Cine, SequenceResult, check_cine, reference_labels, register_sequence
+from ..engine.pipeline.sequence import (Cine, SequenceResult, check_cine, reference_labels, register_sequence,
+                                        times_in_ms)
 from .geometry import image_from_volume, roi_corners_lps
 from .grid_transform import fill_grid_transform
 from .job import EngineJob
@@ -56,6 +57,11 @@ class SequenceRun:
 
     job: EngineJob
     request: SequenceRequest
+
+
+FRAME = "frame"
+TIME = "time (ms)"
+"""The volume table's first columns; the plot draws the volumes over the time when there is one."""
 
 
 class SequenceLogic:
@@ -146,7 +152,7 @@ class SequenceLogic:
 
         names = dict(zip((str(value) for value in range(1, len(ids) + 1)), segment_names(segmentation)))
         cycles = {names[label]: cycle for label, cycle in result.report["labels"].items()}
-        table = self._volume_table(f"{prefix} volumes", volumes, result, names)
+        table = self._volume_table(f"{prefix} volumes", result, names)
         chart = self._volume_chart(f"{prefix} volume curve", table, segmentation, ids, names, cycles)
         return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart, cycles)
 
@@ -158,20 +164,20 @@ class SequenceLogic:
         sequence.SetIndexType(volumes.GetIndexType())
         return sequence
 
-    def _volume_table(self, name: str, volumes, result: SequenceResult, names: Dict[str, str]):
-        """One row per frame: item, index value, and each segment's volume in ml."""
+    def _volume_table(self, name: str, result: SequenceResult, names: Dict[str, str]):
+        """One row per frame: item, time in ms (when the sequence's index gives one), and each segment's volume in
+        ml."""
         table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(name))
-        index = _index_title(volumes)
-        columns = [("frame", vtk.vtkIntArray()), (index, vtk.vtkDoubleArray())]
-        columns += [(f"{names[str(label)]} (ml)", vtk.vtkDoubleArray()) for label in result.volumes_ml]
-        for title, array in columns:
+        times = result.report["times_ms"]
+        columns = [(FRAME, vtk.vtkIntArray(), range(len(result.labels)))]
+        if times is not None:
+            columns.append((TIME, vtk.vtkDoubleArray(), times))
+        columns += [(f"{names[str(label)]} (ml)", vtk.vtkDoubleArray(), volumes_ml)
+                    for label, volumes_ml in result.volumes_ml.items()]
+        for title, array, values in columns:
             array.SetName(title)
-        for item, time in enumerate(result.report["times_ms"]):
-            columns[0][1].InsertNextValue(item)
-            columns[1][1].InsertNextValue(time)
-            for (_, array), volumes_ml in zip(columns[2:], result.volumes_ml.values()):
-                array.InsertNextValue(volumes_ml[item])
-        for _, array in columns:
+            for value in values:
+                array.InsertNextValue(value)
             table.AddColumn(array)
         return table
 
@@ -179,7 +185,7 @@ class SequenceLogic:
                       cycles: Dict[str, Dict]):
         """A line per segment over the cycle, coloured like the segment; ED, ES and EF in the title."""
         chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.scene.GenerateUniqueName(name))
-        x_column = table.GetColumnName(1)
+        x_column = TIME if table.GetTable().GetColumnByName(TIME) is not None else FRAME
         for label, segment_id in enumerate(ids, start=1):
             segment_name = names[str(label)]
             if segment_name not in cycles:  # a segment with no voxel has no volume column
@@ -198,15 +204,11 @@ class SequenceLogic:
         return chart
 
 
-def _times(sequence) -> List[float]:
-    """The frames' index values when they are numbers (a time in ms for a cine), else the item numbers."""
+def _times(sequence) -> Optional[List[float]]:
+    """The frames' times in ms from the sequence's index (Slicer loads a 4-D NIfTI indexed by its time axis, in the
+    file's unit: the engine's rule for a cine file decides), or None when the index is no time."""
     values = [sequence.GetNthIndexValue(item) for item in range(sequence.GetNumberOfDataNodes())]
     try:
-        return [float(value) for value in values]
+        return times_in_ms([float(value) for value in values], sequence.GetIndexUnit())
     except ValueError:
-        return [float(item) for item in range(len(values))]
-
-
-def _index_title(sequence) -> str:
-    unit = sequence.GetIndexUnit()
-    return f"{sequence.GetIndexName() or 'index'}" + (f" ({unit})" if unit else "")
+        return None

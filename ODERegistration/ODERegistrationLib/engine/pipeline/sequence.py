@@ -92,27 +92,44 @@ UNKNOWN_STEP = 1.0
 """The time step ITK reads where a file gives none (a NIfTI pixdim of 0, or a format's default spacing). No cine has
 phases 1 ms or 1 s apart, so a step below it is in seconds, above it in ms, and this one is no time at all."""
 
+MILLISECONDS = ("ms", "msec", "millisecond", "milliseconds")
+SECONDS = ("", "s", "sec", "second", "seconds")
+"""Units under which a time may be held in seconds or, as ITK writes a cine, in ms: the step decides."""
+
 
 def phase_times_ms(image: sitk.Image, axis: int, count: int) -> Optional[List[float]]:
-    """The phases' times in ms along ``axis``, or None when the file gives no time step (:data:`UNKNOWN_STEP`).
-
-    The unit is not in the spacing: ITK reads a NIfTI time axis in seconds when its header says msec or usec, and
-    converters such as dcm2niix write seconds, while ITK writes its spacing as it is under a 'sec' unit (the
-    development cine holds ms so).
-    """
+    """The phases' times in ms along ``axis`` of an image as ITK reads it (in seconds, or in ms under a 'sec'
+    unit: :func:`times_in_ms`)."""
     origin, step = image.GetOrigin()[axis], image.GetSpacing()[axis]
+    return times_in_ms([origin + t * step for t in range(count)], "s")
+
+
+def times_in_ms(times: Sequence[float], unit: str) -> Optional[List[float]]:
+    """Phase times in ms, or None when they are no times (:data:`UNKNOWN_STEP` apart, or in another unit).
+
+    The unit alone does not tell: ITK reads a NIfTI time axis in seconds when its header says msec or usec, and
+    converters such as dcm2niix write seconds, while ITK writes its spacing as it is under a 'sec' unit (the
+    development cine holds ms so, and Slicer loads it as a sequence indexed 0, 40, 80 ... 's'). Under a unit of
+    seconds the mean step decides: below :data:`UNKNOWN_STEP` seconds, above it ms. A unit of ms is taken as it is.
+    """
+    unit = unit.strip().lower()
+    if unit in MILLISECONDS:
+        return [float(time) for time in times]
+    if unit not in SECONDS or len(times) < 2:
+        return None
+    step = (times[-1] - times[0]) / (len(times) - 1)
     if step == UNKNOWN_STEP:
         return None
-    scale = 1000.0 if step < UNKNOWN_STEP else 1.0
-    return [scale * (origin + t * step) for t in range(count)]
+    scale = 1000.0 if abs(step) < UNKNOWN_STEP else 1.0
+    return [scale * time for time in times]
 
 
 def time_warnings(cine: Cine, name: str) -> List[str]:
-    """A cine without a time step: its outputs count phases instead of ms, and say so."""
+    """A cine without times: its outputs count phases instead of ms, and say so."""
     if cine.times_ms is not None:
         return []
-    return [f"{name}: gives no time step between its phases (none in its header, read as 1), so volumes.csv, the "
-            "volume curve and report.json count phases, not ms"]
+    return [f"{name}: gives no time step between its phases (none in its header, read as 1, or an index that is "
+            "not a time), so the volumes and the volume curve count phases, not ms"]
 
 
 def _frame_of_2d_cine(image: sitk.Image, t: int) -> sitk.Image:

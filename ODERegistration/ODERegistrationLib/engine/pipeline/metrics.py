@@ -38,7 +38,16 @@ def jacobian_determinant(displacement: sitk.Image) -> np.ndarray:
             else:
                 derivative = np.zeros(voxels.shape[:-1])
             jacobian[..., component, index_axis] = derivative + (component == index_axis)
-    return np.linalg.det(jacobian)
+    return _determinant(jacobian)
+
+
+def _determinant(matrices: np.ndarray) -> np.ndarray:
+    """det of every 2 x 2 or 3 x 3 matrix of an array (..., dim, dim), written out: the same values as
+    np.linalg.det up to rounding, about ten times faster than its LU per matrix on a whole cine's fields."""
+    if matrices.shape[-1] == 2:
+        return matrices[..., 0, 0] * matrices[..., 1, 1] - matrices[..., 0, 1] * matrices[..., 1, 0]
+    (a, b, c), (d, e, f), (g, h, i) = (tuple(matrices[..., row, column] for column in range(3)) for row in range(3))
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
 
 
 @dataclass(frozen=True)

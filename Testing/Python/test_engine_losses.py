@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ODERegistrationLib.engine.core.fields import gaussian_smooth
-from ODERegistrationLib.engine.core.losses import LNCC_EPSILON, lncc_loss, mutual_information_loss, similarity_loss, ssim_loss
+from ODERegistrationLib.engine.core.losses import (LNCC_EPSILON, MutualInformation, lncc_loss, mutual_information_loss,
+                                                  similarity_loss, ssim_loss)
 
 
 @pytest.fixture
@@ -37,6 +38,24 @@ def test_mi_on_a_voxel_sample_stays_close_to_mi_on_all_voxels():
     samples = torch.randperm(volume.numel(), generator=torch.Generator().manual_seed(0))[:20_000]
     full, sampled = mutual_information_loss(volume, other), mutual_information_loss(volume, other, samples=samples)
     assert abs(float(full) - float(sampled)) < 0.05 * abs(float(full))
+
+
+def test_mi_keeping_its_targets_weights_gives_each_targets_value_and_gradient():
+    """The kept Parzen weights of a target must give MI's value and gradient, and be rebuilt for another target
+    (a cache that ignored the target would score every image against the first one)."""
+    generator = torch.Generator().manual_seed(5)
+    first, second = (gaussian_smooth(torch.rand(2, 1, 24, 24, generator=generator), [1.0, 1.0]) for _ in range(2))
+    samples = torch.randperm(24 * 24, generator=generator)[:300]
+    weight = torch.rand(2, 1, 24, 24, generator=generator)
+    kept = MutualInformation(samples)
+    for target in (first, first, second):
+        warped = torch.roll(target, 1, dims=-1).clone().requires_grad_()
+        value = kept(warped, target, weight)
+        (gradient,) = torch.autograd.grad(value, warped)
+        fresh = warped.detach().clone().requires_grad_()
+        expected = mutual_information_loss(fresh, target, weight, samples=samples)
+        (expected_gradient,) = torch.autograd.grad(expected, fresh)
+        assert value.item() == expected.item() and torch.equal(gradient, expected_gradient)
 
 
 def _direct_lncc(x: torch.Tensor, y: torch.Tensor, window: int) -> torch.Tensor:

@@ -5,7 +5,6 @@ Every similarity takes an optional ``weight`` of shape (B, 1, *spatial) in [0, 1
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -86,25 +85,55 @@ bounds its memory: each sampled voxel holds a row of weights over the bins for t
 
 
 def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
-                            bins: int = MI_BINS, samples: Optional[torch.Tensor] = None) -> torch.Tensor:
+                            bins: int = MI_BINS, samples: Optional[torch.Tensor] = None,
+                            target_parzen: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Negative mutual information of images in [0, 1], averaged over the batch.
 
     The joint histogram uses cubic B-spline Parzen windows (as Mattes MI in ITK), which keep the gradient smooth in
     the intensities. Each voxel has 4 nonzero weights per image; the histogram is one batched product of the two
     (voxels x bins) weight matrices, a few large operations instead of 16 scatter-adds of every voxel, and cheaper
-    than a Gaussian window over every bin (MONAI's GlobalMutualInformationLoss).
+    than a Gaussian window over every bin (MONAI's GlobalMutualInformationLoss). ``target_parzen``, the target's
+    (sampled) weight matrix, may be given when it is already known (:class:`MutualInformation`).
     """
     batch = warped.shape[0]
     warped, target = warped.reshape(batch, -1), target.reshape(batch, -1)
     weight = torch.ones_like(target) if weight is None else weight.reshape(batch, -1)
     if samples is not None:
         warped, target, weight = warped[:, samples], target[:, samples], weight[:, samples]
-    joint = torch.bmm(_cubic_parzen(warped, bins, weight).transpose(1, 2), _cubic_parzen(target, bins))
+    if target_parzen is None:
+        target_parzen = _cubic_parzen(target, bins)
+    joint = torch.bmm(_cubic_parzen(warped, bins, weight).transpose(1, 2), target_parzen)
     joint = joint / weight.sum(dim=1).clamp_min(1e-6).reshape(batch, 1, 1)
     marginals = joint.sum(dim=2, keepdim=True) * joint.sum(dim=1, keepdim=True)
     eps = 1e-10
     information = (joint * (torch.log(joint + eps) - torch.log(marginals + eps))).sum(dim=(1, 2))
     return -information.mean()
+
+
+class MutualInformation:
+    """:func:`mutual_information_loss` over a fixed voxel sample, keeping the target's Parzen weights between calls.
+
+    An optimizer compares every iteration's warped images with the same targets, whose weight matrix (voxels x
+    bins, the size of the warped one) would otherwise be rebuilt each time; it is kept while the same target
+    tensor comes back and nothing differentiates through it.
+    """
+
+    def __init__(self, samples: Optional[torch.Tensor] = None) -> None:
+        self.samples = samples
+        self._target: Optional[torch.Tensor] = None
+        self._target_parzen: Optional[torch.Tensor] = None
+
+    def __call__(self, warped: torch.Tensor, target: torch.Tensor,
+                 weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if target.requires_grad:
+            return mutual_information_loss(warped, target, weight, samples=self.samples)
+        if target is not self._target:
+            sampled = target.reshape(target.shape[0], -1)
+            if self.samples is not None:
+                sampled = sampled[:, self.samples]
+            self._target, self._target_parzen = target, _cubic_parzen(sampled, MI_BINS)
+        return mutual_information_loss(warped, target, weight, samples=self.samples,
+                                       target_parzen=self._target_parzen)
 
 
 def _cubic_parzen(values: torch.Tensor, bins: int, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -122,7 +151,7 @@ def _cubic_parzen(values: torch.Tensor, bins: int, scale: Optional[torch.Tensor]
     if scale is not None:
         weights = weights * scale.unsqueeze(2)
     index = (first.long() - 1).unsqueeze(2) + torch.arange(4, device=values.device)
-    return torch.zeros(*values.shape, bins, device=values.device, dtype=values.dtype).scatter(2, index, weights)
+    return torch.zeros(*values.shape, bins, device=values.device, dtype=values.dtype).scatter_(2, index, weights)
 
 
 def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0) -> Similarity:
@@ -141,7 +170,7 @@ def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0)
         if voxels > MI_MAX_SAMPLES:
             generator = torch.Generator().manual_seed(seed)
             samples = torch.randperm(voxels, generator=generator)[:MI_MAX_SAMPLES].to(device)
-        terms.append(functools.partial(mutual_information_loss, samples=samples))
+        terms.append(MutualInformation(samples))
     if "ssim" in name.split("+"):
         terms.append(ssim_loss)
     if not terms:

@@ -157,6 +157,7 @@ def test_phase_times_in_seconds_are_reported_in_ms(cine_piece_files, tmp_path, s
     ([0.0, 40.0, 80.0], "s", [0.0, 40.0, 80.0]),  # ms under a 'sec' unit, as ITK writes and Slicer loads a cine
     ([0.0, 0.5, 1.0], "ms", [0.0, 0.5, 1.0]),  # a unit of ms is never rescaled
     ([0.0, 1.0, 2.0], "", None),  # frame numbers
+    ([0.0822, 1.0822, 2.0822], "s", None),  # no time step after an origin: the mean step rounds to 0.9999999999999999
     ([0.0, 40.0, 80.0], "%", None),  # a cycle fraction is no time
 ])
 def test_times_in_ms_follow_the_unit_then_the_step(times, unit, expected):

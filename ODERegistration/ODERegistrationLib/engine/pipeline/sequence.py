@@ -8,6 +8,7 @@ phase's stack first gets its own smooth through-plane map (through_plane.py), al
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -118,7 +119,7 @@ def times_in_ms(times: Sequence[float], unit: str) -> Optional[List[float]]:
     if unit not in SECONDS or len(times) < 2:
         return None
     step = (times[-1] - times[0]) / (len(times) - 1)
-    if step == UNKNOWN_STEP:
+    if math.isclose(step, UNKNOWN_STEP, rel_tol=1e-9):  # the times as origin + t * step, rounded
         return None
     scale = 1000.0 if abs(step) < UNKNOWN_STEP else 1.0
     return [scale * time for time in times]

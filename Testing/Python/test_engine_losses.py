@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ODERegistrationLib.engine.core.fields import gaussian_smooth
-from ODERegistrationLib.engine.core.losses import (LNCC_EPSILON, MutualInformation, lncc_loss, mutual_information_loss,
-                                                  similarity_loss, ssim_loss)
+from ODERegistrationLib.engine.core.losses import (LNCC_EPSILON, SSIM, MutualInformation, lncc_loss,
+                                                  mutual_information_loss, similarity_loss, ssim_loss)
 
 
 @pytest.fixture
@@ -40,20 +40,26 @@ def test_mi_on_a_voxel_sample_stays_close_to_mi_on_all_voxels():
     assert abs(float(full) - float(sampled)) < 0.05 * abs(float(full))
 
 
-def test_mi_keeping_its_targets_weights_gives_each_targets_value_and_gradient():
-    """The kept Parzen weights of a target must give MI's value and gradient, and be rebuilt for another target
-    (a cache that ignored the target would score every image against the first one)."""
+SAMPLES = torch.randperm(24 * 24, generator=torch.Generator().manual_seed(4))[:300]
+
+
+@pytest.mark.parametrize("kept, direct", [
+    (MutualInformation(SAMPLES), lambda *images: mutual_information_loss(*images, samples=SAMPLES)),
+    (SSIM(), ssim_loss),
+], ids=["mi", "ssim"])
+def test_a_similarity_keeping_its_targets_terms_gives_each_targets_value_and_gradient(kept, direct):
+    """The kept terms of a target (MI's Parzen weights, SSIM's local statistics) must give the similarity's value
+    and gradient, and be rebuilt for another target (a cache that ignored the target would score every image
+    against the first one)."""
     generator = torch.Generator().manual_seed(5)
     first, second = (gaussian_smooth(torch.rand(2, 1, 24, 24, generator=generator), [1.0, 1.0]) for _ in range(2))
-    samples = torch.randperm(24 * 24, generator=generator)[:300]
     weight = torch.rand(2, 1, 24, 24, generator=generator)
-    kept = MutualInformation(samples)
     for target in (first, first, second):
         warped = torch.roll(target, 1, dims=-1).clone().requires_grad_()
         value = kept(warped, target, weight)
         (gradient,) = torch.autograd.grad(value, warped)
         fresh = warped.detach().clone().requires_grad_()
-        expected = mutual_information_loss(fresh, target, weight, samples=samples)
+        expected = direct(fresh, target, weight)
         (expected_gradient,) = torch.autograd.grad(expected, fresh)
         assert value.item() == expected.item() and torch.equal(gradient, expected_gradient)
 

@@ -5,7 +5,7 @@ Every similarity takes an optional ``weight`` of shape (B, 1, *spatial) in [0, 1
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,18 +27,29 @@ def weighted_mean(values: torch.Tensor, weight: Optional[torch.Tensor]) -> torch
     return ((values * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1e-6)).mean()
 
 
-def ssim_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def ssim_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+              target_statistics: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """1 - mean SSIM with a Gaussian window, for images in [0, 1].
 
-    The five local statistics are blurred in one separable pass, which in 3-D is several times cheaper than the
-    full 7x7x7 or 11x11x11 kernel of a non-separable implementation.
+    The local statistics are blurred in one separable pass, which in 3-D is several times cheaper than the full
+    7x7x7 or 11x11x11 kernel of a non-separable implementation. ``target_statistics``, the target's local mean and
+    mean square (:func:`ssim_target_statistics`), may be given when they are already known (:class:`SSIM`).
     """
     c1, c2 = 0.01 ** 2, 0.03 ** 2
-    stacked = torch.cat([warped, target, warped * warped, target * target, warped * target], dim=1)
-    mu_x, mu_y, xx, yy, xy = gaussian_smooth(stacked, [SSIM_SIGMA] * (warped.dim() - 2)).unbind(dim=1)
+    if target_statistics is None:
+        target_statistics = ssim_target_statistics(target)
+    mu_y, yy = target_statistics
+    stacked = torch.cat([warped, warped * warped, warped * target], dim=1)
+    mu_x, xx, xy = gaussian_smooth(stacked, [SSIM_SIGMA] * (warped.dim() - 2)).unbind(dim=1)
     var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
     ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
     return 1.0 - weighted_mean(ssim, weight)
+
+
+def ssim_target_statistics(target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The target's local mean and local mean square in SSIM's window, each (B, *spatial)."""
+    mu_y, yy = gaussian_smooth(torch.cat([target, target * target], dim=1), [SSIM_SIGMA] * (target.dim() - 2)).unbind(1)
+    return mu_y, yy
 
 
 LNCC_WINDOW = 7
@@ -110,30 +121,55 @@ def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, weight: 
     return -information.mean()
 
 
-class MutualInformation:
-    """:func:`mutual_information_loss` over a fixed voxel sample, keeping the target's Parzen weights between calls.
+class _KeepsTargetTerms:
+    """A similarity whose terms of the target alone are computed once per target tensor.
 
-    An optimizer compares every iteration's warped images with the same targets, whose weight matrix (voxels x
-    bins, the size of the warped one) would otherwise be rebuilt each time; it is kept while the same target
-    tensor comes back and nothing differentiates through it.
+    An optimizer compares every iteration's warped images with the same targets, so what depends on the target only
+    is kept while the same tensor comes back and nothing differentiates through it.
     """
 
-    def __init__(self, samples: Optional[torch.Tensor] = None) -> None:
-        self.samples = samples
+    def __init__(self) -> None:
         self._target: Optional[torch.Tensor] = None
-        self._target_parzen: Optional[torch.Tensor] = None
+        self._terms = None
+
+    def _target_terms(self, target: torch.Tensor):
+        if target.requires_grad:
+            return self._compute(target)
+        if target is not self._target:
+            self._target, self._terms = target, self._compute(target)
+        return self._terms
+
+    def _compute(self, target: torch.Tensor):
+        raise NotImplementedError
+
+
+class MutualInformation(_KeepsTargetTerms):
+    """:func:`mutual_information_loss` over a fixed voxel sample, keeping the target's Parzen weight matrix (voxels
+    x bins, the size of the warped one)."""
+
+    def __init__(self, samples: Optional[torch.Tensor] = None) -> None:
+        super().__init__()
+        self.samples = samples
+
+    def _compute(self, target: torch.Tensor) -> torch.Tensor:
+        sampled = target.reshape(target.shape[0], -1)
+        return _cubic_parzen(sampled if self.samples is None else sampled[:, self.samples], MI_BINS)
 
     def __call__(self, warped: torch.Tensor, target: torch.Tensor,
                  weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if target.requires_grad:
-            return mutual_information_loss(warped, target, weight, samples=self.samples)
-        if target is not self._target:
-            sampled = target.reshape(target.shape[0], -1)
-            if self.samples is not None:
-                sampled = sampled[:, self.samples]
-            self._target, self._target_parzen = target, _cubic_parzen(sampled, MI_BINS)
         return mutual_information_loss(warped, target, weight, samples=self.samples,
-                                       target_parzen=self._target_parzen)
+                                       target_parzen=self._target_terms(target))
+
+
+class SSIM(_KeepsTargetTerms):
+    """:func:`ssim_loss`, keeping the target's local mean and mean square."""
+
+    def _compute(self, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return ssim_target_statistics(target)
+
+    def __call__(self, warped: torch.Tensor, target: torch.Tensor,
+                 weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return ssim_loss(warped, target, weight, target_statistics=self._target_terms(target))
 
 
 def _cubic_parzen(values: torch.Tensor, bins: int, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -172,7 +208,7 @@ def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0)
             samples = torch.randperm(voxels, generator=generator)[:MI_MAX_SAMPLES].to(device)
         terms.append(MutualInformation(samples))
     if "ssim" in name.split("+"):
-        terms.append(ssim_loss)
+        terms.append(SSIM())
     if not terms:
         raise ValueError(f"unknown similarity {name!r}")
     return lambda warped, target, weight=None: sum(term(warped, target, weight) for term in terms)

@@ -104,21 +104,32 @@ def mutual_information_loss(warped: torch.Tensor, target: torch.Tensor, weight: 
     the intensities. Each voxel has 4 nonzero weights per image; the histogram is one batched product of the two
     (voxels x bins) weight matrices, a few large operations instead of 16 scatter-adds of every voxel, and cheaper
     than a Gaussian window over every bin (MONAI's GlobalMutualInformationLoss). ``target_parzen``, the target's
-    (sampled) weight matrix, may be given when it is already known (:class:`MutualInformation`).
+    (sampled) weight matrix (:func:`mi_target_weights`), may be given when it is already known
+    (:class:`MutualInformation`).
     """
     batch = warped.shape[0]
-    warped, target = warped.reshape(batch, -1), target.reshape(batch, -1)
-    weight = torch.ones_like(target) if weight is None else weight.reshape(batch, -1)
-    if samples is not None:
-        warped, target, weight = warped[:, samples], target[:, samples], weight[:, samples]
+    warped = _voxel_rows(warped, samples)
+    weight = torch.ones_like(warped) if weight is None else _voxel_rows(weight, samples)
     if target_parzen is None:
-        target_parzen = _cubic_parzen(target, bins)
+        target_parzen = mi_target_weights(target, bins, samples)
     joint = torch.bmm(_cubic_parzen(warped, bins, weight).transpose(1, 2), target_parzen)
     joint = joint / weight.sum(dim=1).clamp_min(1e-6).reshape(batch, 1, 1)
     marginals = joint.sum(dim=2, keepdim=True) * joint.sum(dim=1, keepdim=True)
     eps = 1e-10
     information = (joint * (torch.log(joint + eps) - torch.log(marginals + eps))).sum(dim=(1, 2))
     return -information.mean()
+
+
+def mi_target_weights(target: torch.Tensor, bins: int = MI_BINS,
+                      samples: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The target's Parzen weight matrix for :func:`mutual_information_loss`, (B, voxels or samples, bins)."""
+    return _cubic_parzen(_voxel_rows(target, samples), bins)
+
+
+def _voxel_rows(image: torch.Tensor, samples: Optional[torch.Tensor]) -> torch.Tensor:
+    """(B, 1, *spatial) as one row of voxels per image, (B, N), only the sampled voxels when given."""
+    rows = image.reshape(image.shape[0], -1)
+    return rows if samples is None else rows[:, samples]
 
 
 class _KeepsTargetTerms:
@@ -152,8 +163,7 @@ class MutualInformation(_KeepsTargetTerms):
         self.samples = samples
 
     def _compute(self, target: torch.Tensor) -> torch.Tensor:
-        sampled = target.reshape(target.shape[0], -1)
-        return _cubic_parzen(sampled if self.samples is None else sampled[:, self.samples], MI_BINS)
+        return mi_target_weights(target, MI_BINS, self.samples)
 
     def __call__(self, warped: torch.Tensor, target: torch.Tensor,
                  weight: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -29,8 +29,15 @@ from .progress_bar import ProgressBar
 EXIT_INPUT_ERROR = 2
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A rejected option is one line, like every other bad input, not argparse's usage block before it."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="oderegistration",
+    parser = _OneLineErrors(prog="oderegistration",
                                      description="Training-free diffeomorphic multi-resolution ODE registration.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -52,11 +52,18 @@ class EngineInputs:
     """Physical LPS points whose box on the fixed grid is the region (an ROI node's corners)."""
     names: dict = field(default_factory=dict)
 
-    def task(self) -> EngineTask:
-        return lambda progress, cancel: register_images(
-            self.fixed, self.moving, self.parameters, moving_labels=self.moving_labels,
-            fixed_labels=self.fixed_labels, progress=progress, cancel=cancel, names=self.names,
-            fixed_mask=self.fixed_mask, moving_mask=self.moving_mask, region_corners=self.region_corners)
+    def task(self, warp_moving: bool) -> EngineTask:
+        """The engine's run; with ``warp_moving`` the warped image is resampled there too, in the background,
+        rather than on the main thread when its node is filled."""
+        def run(progress, cancel):
+            result = register_images(
+                self.fixed, self.moving, self.parameters, moving_labels=self.moving_labels,
+                fixed_labels=self.fixed_labels, progress=progress, cancel=cancel, names=self.names,
+                fixed_mask=self.fixed_mask, moving_mask=self.moving_mask, region_corners=self.region_corners)
+            if warp_moving:
+                result.warped  # noqa: B018 (made on first use, so here)
+            return result
+        return run
 
 
 class RegistrationLogic:
@@ -98,7 +105,8 @@ class RegistrationLogic:
     def _new_run(self, request: RegistrationRequest, outputs: OutputRequest) -> "RegistrationRun":
         refuse_clashing_outputs(request, outputs)
         inputs = self.prepare(request)
-        return RegistrationRun(EngineJob(inputs.task(), inputs.parameters.device), request, outputs)
+        return RegistrationRun(EngineJob(inputs.task(warp_moving=outputs.warped_volume is not None),
+                                         inputs.parameters.device), request, outputs)
 
     def finish(self, run: "RegistrationRun") -> Optional[RegistrationOutputs]:
         """Build the output nodes of a finished run; None when it was cancelled (the scene stays untouched)."""

@@ -12,6 +12,7 @@ import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -37,18 +38,30 @@ class RegistrationResult:
     """Displacement field on the fixed grid (LPS mm); resamples moving onto fixed."""
     backward: sitk.Image
     """Displacement field on the fixed grid (LPS mm); resamples fixed onto moving."""
-    warped: sitk.Image
-    """Moving resampled onto the fixed grid through ``forward``."""
-    inverse_warped: sitk.Image
-    """Fixed resampled onto the moving grid through ``backward``."""
     jacobian: sitk.Image
     """det J of the forward map, on the fixed grid."""
     inverse_jacobian: sitk.Image
     """det J of the backward map, on the fixed grid (where it is defined)."""
     round_trip_mm: np.ndarray
     """|x - D_B(D_F(x))| at each voxel of the fixed grid (array order), in mm: how far the inverse is from one."""
+    fixed: sitk.Image
+    moving: sitk.Image
+    """The images as registered (the moving one in float), for the warped images."""
+    stacks: int = 1
+    """Stacks held one after another along k (a cine's phases): nothing is resampled from one into the next."""
     warped_labels: Optional[sitk.Image] = None
     report: Dict = field(default_factory=dict)
+
+    @cached_property
+    def warped(self) -> sitk.Image:
+        """Moving resampled onto the fixed grid through ``forward`` (made on first use: a cine needs only its
+        labels)."""
+        return stackwise(self.stacks, resample, self.moving, self.fixed, self.forward)
+
+    @cached_property
+    def inverse_warped(self) -> sitk.Image:
+        """Fixed resampled onto the moving grid through ``backward``."""
+        return stackwise(self.stacks, resample, sitk.Cast(self.fixed, sitk.sitkFloat32), self.moving, self.backward)
 
 
 def register_images(fixed: sitk.Image, moving: sitk.Image,
@@ -115,8 +128,6 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)  # the outputs below take seconds on large grids (a whole cine's batch)
 
     forward, backward = (displacement_image(voxels, fixed) for voxels in (forward_voxels, backward_voxels))
-    warped = stackwise(stacks, resample, moving, fixed, forward)
-    inverse_warped = stackwise(stacks, resample, sitk.Cast(fixed, sitk.sitkFloat32), moving, backward)
     determinant, inverse_determinant = (stackwise(stacks, jacobian_determinant, field) for field in (forward, backward))
     jacobian, inverse_jacobian = (sitk.GetImageFromArray(array.astype(np.float32))
                                   for array in (determinant, inverse_determinant))
@@ -165,7 +176,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         "versions": {"oderegistration": __version__, "torch": torch.__version__, "SimpleITK": sitk.Version_VersionString(),
                      "python": platform.python_version()},
     }
-    result = RegistrationResult(forward, backward, warped, inverse_warped, jacobian, inverse_jacobian, round_trip_mm,
+    result = RegistrationResult(forward, backward, jacobian, inverse_jacobian, round_trip_mm, fixed, moving, stacks,
                                 report=report)
     _stop_if_cancelled(cancel)
     if moving_labels is not None:

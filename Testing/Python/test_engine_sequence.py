@@ -169,10 +169,12 @@ def test_a_cine_without_time_step_counts_phases_and_says_so(cine_piece_files, tm
     any file whose time spacing is the default 1)."""
     paths = {**cine_piece_files, **_with_time_header(cine_piece_files["cine"], tmp_path / "cine.nii", 40.0,
                                                      pixdim=0.0)}
-    assert sequence(paths, tmp_path / "out", "--iterations", "2") == 0
+    assert sequence(paths, tmp_path / "out", "--iterations", "2", "--learning-rate", "1e-7") == 0
     assert "gives no time step" in capsys.readouterr().err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["times_ms"] is None and any("no time step" in warning for warning in report["warnings"])
+    assert len(report["warnings"]) > 1  # the batch's too (it did not move), each listed once in the report
+    assert all(json.dumps(report).count(json.dumps(warning)) == 1 for warning in report["warnings"])
     rows = list(csv.DictReader((tmp_path / "out" / "volumes.csv").open()))
     assert {row["time_ms"] for row in rows} == {""} and len(rows) == 3 * 2
 

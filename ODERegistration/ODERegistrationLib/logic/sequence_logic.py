@@ -153,7 +153,8 @@ class SequenceLogic:
         names = dict(zip((str(value) for value in range(1, len(ids) + 1)), segment_names(segmentation)))
         cycles = {names[label]: cycle for label, cycle in result.report["labels"].items()}
         table = self._volume_table(f"{prefix} volumes", result, names)
-        chart = self._volume_chart(f"{prefix} volume curve", table, segmentation, ids, names, cycles)
+        x_column = FRAME if result.report["times_ms"] is None else TIME
+        chart = self._volume_chart(f"{prefix} volume curve", table, x_column, segmentation, ids, names, cycles)
         return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart, cycles)
 
     def _sequence_like(self, volumes, name: str):
@@ -181,11 +182,11 @@ class SequenceLogic:
             table.AddColumn(array)
         return table
 
-    def _volume_chart(self, name: str, table, segmentation, ids: List[str], names: Dict[str, str],
+    def _volume_chart(self, name: str, table, x_column: str, segmentation, ids: List[str], names: Dict[str, str],
                       cycles: Dict[str, Dict]):
-        """A line per segment over the cycle, coloured like the segment; ED, ES and EF in the title."""
+        """A line per segment over the cycle against the table's ``x_column``, coloured like the segment; ED, ES
+        and EF in the title."""
         chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.scene.GenerateUniqueName(name))
-        x_column = TIME if table.GetTable().GetColumnByName(TIME) is not None else FRAME
         for label, segment_id in enumerate(ids, start=1):
             segment_name = names[str(label)]
             if segment_name not in cycles:  # a segment with no voxel has no volume column

@@ -45,8 +45,9 @@ class RegistrationResult:
     round_trip_mm: np.ndarray
     """|x - D_B(D_F(x))| at each voxel of the fixed grid (array order), in mm: how far the inverse is from one."""
     fixed: sitk.Image
+    """The fixed image as given."""
     moving: sitk.Image
-    """The images as registered (the moving one in float), for the warped images."""
+    """The moving image in float: with ``fixed``, what the warped images are resampled from."""
     stacks: int = 1
     """Stacks held one after another along k (a cine's phases): nothing is resampled from one into the next."""
     warped_labels: Optional[sitk.Image] = None

@@ -11,7 +11,7 @@ Conventions used everywhere in the engine:
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -149,24 +149,27 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
     for _ in range(steps):
         refined = 0.5 * (refined - warp(displacement, refined))
 
-    def folds_and_residual(candidate: torch.Tensor):
-        folds = _folded_voxels(candidate).flatten(1).sum(dim=1)
-        residual = compose(displacement, candidate).norm(dim=1).flatten(1).mean(dim=1)
-        return folds, residual
-
-    given_folds, given_residual = folds_and_residual(inverse)
+    given_folds, given_residual = _folds_and_residual(displacement, inverse)
     folded = _folded_voxels(refined)
-    chosen, done = inverse, torch.zeros_like(given_folds, dtype=torch.bool)
+    chosen = inverse.clone()
+    pending = torch.arange(len(inverse), device=inverse.device)  # the elements without an accepted candidate
     for radius in (0,) + FALLBACK_RADII:
-        if done.all():
+        if len(pending) == 0:
             break
-        weight = _fade_around(folded, radius) if radius else torch.zeros_like(folded)
-        candidate = weight * inverse + (1 - weight) * refined
-        folds, residual = folds_and_residual(candidate)
-        accept = ~done & (folds <= given_folds) & (residual < given_residual)
-        chosen = torch.where(_per_element(accept, inverse), candidate, chosen)
-        done = done | accept
+        weight = _fade_around(folded[pending], radius) if radius else 0.0
+        candidate = weight * inverse[pending] + (1 - weight) * refined[pending]
+        folds, residual = _folds_and_residual(displacement[pending], candidate)
+        accept = (folds <= given_folds[pending]) & (residual < given_residual[pending])
+        chosen[pending[accept]] = candidate[accept]
+        pending = pending[~accept]
     return chosen
+
+
+def _folds_and_residual(displacement: torch.Tensor, inverse: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per batch element: the inverse's folded voxels, and its mean residual |u(y + v(y)) + v(y)|."""
+    folds = _folded_voxels(inverse).flatten(1).sum(dim=1)
+    residual = compose(displacement, inverse).norm(dim=1).flatten(1).mean(dim=1)
+    return folds, residual
 
 
 FALLBACK_RADII = (2, 4, 8, 16)
@@ -187,27 +190,25 @@ def smooth_folds(displacement: torch.Tensor) -> torch.Tensor:
     largest radius keeps that attempt, and the report counts what is left.
     """
     folded = _folded_voxels(displacement)
-    pending = folded.flatten(1).any(dim=1)
-    chosen = displacement
+    pending = folded.flatten(1).any(dim=1).nonzero().flatten()  # only the elements that fold are smoothed
+    if len(pending) == 0:
+        return displacement
+    chosen = displacement.clone()
     for radius in SMOOTHING_RADII:
-        if not pending.any():
+        if len(pending) == 0:
             break
-        weight = _fade_around(folded, radius)
-        smoothed = gaussian_smooth(displacement, [radius / 2.0] * (displacement.dim() - 2))
-        candidate = weight * smoothed + (1 - weight) * displacement
-        chosen = torch.where(_per_element(pending, displacement), candidate, chosen)
-        pending = pending & _folded_voxels(candidate).flatten(1).any(dim=1)
+        field = displacement[pending]
+        weight = _fade_around(folded[pending], radius)
+        smoothed = gaussian_smooth(field, [radius / 2.0] * (field.dim() - 2))
+        candidate = weight * smoothed + (1 - weight) * field
+        chosen[pending] = candidate
+        pending = pending[_folded_voxels(candidate).flatten(1).any(dim=1)]
     return chosen
 
 
 def _folded_voxels(displacement: torch.Tensor) -> torch.Tensor:
     """1 where the map folds (det J <= 0), else 0, shape (B, 1, *spatial) in the field's dtype."""
     return (jacobian_determinant(displacement) <= 0).unsqueeze(1).to(displacement.dtype)
-
-
-def _per_element(flags: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-    """One flag per batch element (B,), shaped to select whole elements of ``field`` in ``torch.where``."""
-    return flags.reshape(-1, *([1] * (field.dim() - 1)))
 
 
 def _fade_around(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 
 from ..parameters import RegistrationParameters
 from ..progress import CancelCheck, Progress, ProgressCallback, RegistrationCancelled
+from .adam import Adam
 from .device import net_memory_format, net_precision
 from .fields import compose, exponentiate, gaussian_smooth, identity_grid, resize_field, warp
 from .losses import folding_penalty, mean_squared_displacement, physical_weights, similarity_loss
@@ -125,7 +126,7 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
         torch.manual_seed(parameters.seed)
         net = VelocityNet(dim, fields, parameters.conv_layers, parameters.channels, kernel).to(
             fixed.device, memory_format=net_memory_format(fixed.device, dim))
-    optimizer = torch.optim.Adam(net.parameters(), lr=parameters.learning_rate)
+    optimizer = Adam(net.parameters(), lr=parameters.learning_rate)
 
     start = time.perf_counter()
     losses: List[float] = []
@@ -134,7 +135,7 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
     for iteration in range(1, iterations + 1):
         if cancel is not None and cancel():
             raise RegistrationCancelled(f"cancelled after {iteration - 1} iterations")
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         _, level_losses, similarity = _run_levels(net, levels, parameters)
         loss = torch.stack(level_losses).sum()
         losses.append(float(loss.detach()))

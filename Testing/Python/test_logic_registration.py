@@ -171,6 +171,16 @@ def test_cancel_leaves_the_scene_unchanged(mrml, cardiac_2d):
     assert mrml.scene.GetNumberOfNodes() == node_count
 
 
+@pytest.mark.parametrize("warp_moving", [True, False])
+def test_the_warped_volume_is_resampled_on_the_worker_only_when_asked(mrml, cardiac_2d, warp_moving):
+    """The worker thread resamples the warped image when a warped volume is requested, so that filling the node on
+    the main thread does not freeze the GUI; without one it is never made."""
+    inputs = RegistrationLogic(mrml.scene).prepare(RegistrationRequest(
+        cardiac_2d["fixed"], cardiac_2d["moving"], RegistrationParameters(iterations=2)))
+    result = inputs.task(warp_moving)(lambda update: None, lambda: False)
+    assert ("warped" in vars(result)) == warp_moving
+
+
 @pytest.mark.parametrize("output, given", [("warped_volume", "moving"), ("jacobian_volume", "fixed"),
                                            ("propagated_segmentation", "moving_segmentation")])
 def test_an_input_chosen_as_an_output_is_refused_before_it_is_overwritten(mrml, cardiac_2d, output, given):

@@ -60,8 +60,8 @@ class EngineInputs:
                 self.fixed, self.moving, self.parameters, moving_labels=self.moving_labels,
                 fixed_labels=self.fixed_labels, progress=progress, cancel=cancel, names=self.names,
                 fixed_mask=self.fixed_mask, moving_mask=self.moving_mask, region_corners=self.region_corners)
-            if warp_moving:
-                result.warped  # noqa: B018 (made on first use, so here)
+            if warp_moving:  # register_images checked for a cancel just before it returned
+                result.resample_warped_now()
             return result
         return run
 

@@ -64,6 +64,11 @@ class RegistrationResult:
         """Fixed resampled onto the moving grid through ``backward``."""
         return stackwise(self.stacks, resample, sitk.Cast(self.fixed, sitk.sitkFloat32), self.moving, self.backward)
 
+    def resample_warped_now(self) -> None:
+        """Make :attr:`warped` at once rather than on first use: a caller that runs the engine on a worker thread
+        and fills nodes on the main one (the Slicer logic) does the resampling on the worker."""
+        self.warped  # noqa: B018 (the cached property keeps what it makes)
+
 
 def register_images(fixed: sitk.Image, moving: sitk.Image,
                     parameters: RegistrationParameters = RegistrationParameters(),

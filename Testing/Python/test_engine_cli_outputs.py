@@ -1,11 +1,15 @@
 """The command line on a real pair: every output is written, and displacement.nii.gz alone reproduces warped.nii.gz."""
+import io
 import json
+import time
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
+from ODERegistrationLib.cli.progress_bar import ProgressBar
+from ODERegistrationLib.engine import Progress
 
 REPORT_KEYS = {"seconds", "iterations", "device", "folded_voxels", "folded_fraction", "min_jacobian",
                "inverse_consistency_mm", "labels"}
@@ -158,3 +162,16 @@ def test_the_qa_picture_of_a_stack_shows_the_slice_its_labels_cover_most():
     assert _shown_slice(SimpleNamespace(warped_labels=None, report={"region": region}), 0)[0] == 8
     assert _shown_slice(labelled, None)[0] is None
 
+
+
+def test_the_progress_bar_redraws_a_log_rarely():
+    """A log or a pipe keeps every redraw: the terminal's ten a second made one line hundreds of screens wide. Here
+    20 iterations over about a second, into a stream that is not a terminal: the bar is drawn when it opens and when
+    it closes, with the last iteration."""
+    log = io.StringIO()
+    with ProgressBar(stream=log) as bar:
+        for iteration in range(1, 21):
+            bar.update(Progress(iteration, 20, -1.0, (-0.4, -0.6), 0.05 * iteration))
+            time.sleep(0.05)
+    assert log.getvalue().count("\r") <= 3
+    assert "20/20" in log.getvalue()

@@ -1,9 +1,17 @@
 """A tqdm bar fed by the engine's progress callback."""
 from __future__ import annotations
 
+import sys
+from typing import Optional, TextIO
+
 from tqdm import tqdm
 
 from ..engine import Progress
+
+
+LOG_INTERVAL_S = 30.0
+"""How often the bar is redrawn when its stream is not a terminal (a log file, a pipe): each redraw is kept there,
+so the terminal's ten redraws a second would fill a log with one line hundreds of screens wide."""
 
 
 class ProgressBar:
@@ -11,8 +19,11 @@ class ProgressBar:
 
     The total comes with the first report: it depends on whether the images are registered as 2-D or 3-D."""
 
-    def __init__(self, disabled: bool = False) -> None:
-        self._bar = tqdm(desc="registering", unit="it", disable=disabled, dynamic_ncols=True)
+    def __init__(self, disabled: bool = False, stream: Optional[TextIO] = None) -> None:
+        stream = stream if stream is not None else sys.stderr
+        interval = 0.1 if stream.isatty() else LOG_INTERVAL_S
+        self._bar = tqdm(desc="registering", unit="it", disable=disabled, dynamic_ncols=True, file=stream,
+                         mininterval=interval)
 
     def update(self, progress: Progress) -> None:
         self._bar.total = progress.iterations

@@ -125,6 +125,27 @@ def test_an_input_named_like_an_output_in_the_output_folder_is_refused_and_kept(
     assert sorted(path.name for path in output.iterdir()) == ["warped.nii.gz"]
 
 
+@pytest.mark.parametrize("command, other_output", [("register", "forward_phase00.nii.gz"),
+                                                   ("sequence", "displacement.nii.gz")])
+def test_a_folder_holding_the_other_commands_outputs_is_refused_and_kept(files, cine_piece_files, tmp_path, capsys,
+                                                                         command, other_output):
+    """A run removes only its own kind's earlier files: a sequence written into a pair's folder left the pair's
+    displacement.nii.gz beside the sequence's report.json, one folder mixing two runs."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / other_output).write_text("an earlier run's output")
+    if command == "register":
+        code = register(files, output, "--iterations", "2")
+    else:
+        code = main(["sequence", "--cine", str(cine_piece_files["cine"]), "--labels", str(cine_piece_files["labels"]),
+                     "--reference-phase", "2", "--iterations", "2", "--output-dir", str(output), "--quiet"])
+    assert code == 2
+    message = one_line_error(capsys)
+    assert str(output) in message and other_output in message
+    assert sorted(path.name for path in output.iterdir()) == [other_output]
+    assert (output / other_output).read_text() == "an earlier run's output"
+
+
 def test_a_rerun_never_leaves_files_of_the_earlier_run(files, tmp_path):
     output = tmp_path / "out"
     assert register(files, output, "--iterations", "2") == 0

@@ -15,7 +15,8 @@ from ..engine import (DeviceError, InputError, RegistrationCancelled, Registrati
                       register_images)
 from ..engine.core.device import is_out_of_memory
 from ..engine.pipeline.io import (check_output_dir, is_pair_output, is_sequence_output, read_image,
-                         refuse_inputs_among_outputs, write_result, write_sequence)
+                                  refuse_another_commands_outputs, refuse_inputs_among_outputs, write_result,
+                                  write_sequence)
 from ..engine.core.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
@@ -176,6 +177,7 @@ def _input_paths(arguments: argparse.Namespace) -> dict:
 def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, quiet: bool,
          region_corners=None) -> int:
     output_dir = check_output_dir(output_path)
+    refuse_another_commands_outputs(output_dir, is_pair_output, is_sequence_output, "sequence")
     refuse_inputs_among_outputs(output_dir, {key.replace("_", " "): path for key, path in inputs.items()},
                                 is_pair_output)
     names = {key: f"{key.replace('_', ' ')} {path}" for key, path in inputs.items()}
@@ -206,6 +208,7 @@ def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, qui
 
 def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParameters, region_corners=None) -> int:
     output_dir = check_output_dir(arguments.output_dir)
+    refuse_another_commands_outputs(output_dir, is_sequence_output, is_pair_output, "register")
     inputs = {"cine": arguments.cine, "labels": arguments.labels, "expert labels": arguments.expert_labels}
     refuse_inputs_among_outputs(output_dir, {name: path for name, path in inputs.items() if path},
                                 is_sequence_output)

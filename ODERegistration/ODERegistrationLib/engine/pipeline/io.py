@@ -226,3 +226,17 @@ def write_sequence(result, cine, output_dir: str | os.PathLike,
 def is_sequence_output(name: str) -> bool:
     """Whether a file of this name is one that ``sequence`` writes (or removes, as left from an earlier run)."""
     return name in SEQUENCE_FILES or name.startswith(("forward_phase", "inverse_phase"))
+
+
+def refuse_another_commands_outputs(output_dir: Path, is_output: Callable[[str], bool],
+                                    is_other_output: Callable[[str], bool], other_command: str) -> None:
+    """Refuse, before any work is done, a folder that holds outputs of the other command: a run removes only its
+    own kind's earlier files, so a sequence's report.json would sit beside a pair's displacement.nii.gz."""
+    if not output_dir.is_dir():
+        return
+    foreign = sorted(path.name for path in output_dir.iterdir()
+                     if path.is_file() and is_other_output(path.name) and not is_output(path.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(f"output folder {output_dir}: holds the outputs of `oderegistration {other_command}` "
+                         f"({shown}), which this run would leave mixed with its own; choose another output folder")

@@ -1,4 +1,5 @@
 """Similarity terms: zero or lowest for identical images, growing with misalignment."""
+import functools
 import itertools
 
 import pytest
@@ -27,7 +28,7 @@ def test_ssim_works_in_3d():
 
 @pytest.mark.parametrize("name", ["mi+ssim", "lncc", "ssim", "mse", "mi"])
 def test_every_similarity_prefers_the_aligned_image(image, name):
-    loss = similarity_loss(name, image[0, 0].numel(), image.device)
+    loss = similarity_loss(name, image[0, 0].numel(), image.device, lncc_window=7)
     shifted = torch.roll(image, shifts=3, dims=-1)
     assert float(loss(image, image)) < float(loss(shifted, image))
 
@@ -118,13 +119,14 @@ def test_mi_value_and_gradient_match_a_direct_computation():
 
 
 def test_lncc_ignores_a_local_linear_change_of_contrast(image):
-    assert float(lncc_loss(3.0 * image + 0.2, image)) < 0.05 < float(lncc_loss(torch.roll(image, 3, dims=-1), image))
+    loss = functools.partial(lncc_loss, window=7)
+    assert float(loss(3.0 * image + 0.2, image)) < 0.05 < float(loss(torch.roll(image, 3, dims=-1), image))
 
 
 @pytest.mark.parametrize("name", ["mi", "ssim", "lncc", "mse"])
 def test_a_zero_weight_removes_voxels_from_every_similarity(image, name):
     """Spoil the right half of the image: weighted 0 there (and a window's reach beyond), the loss is the left's."""
-    loss = similarity_loss(name, image[0, 0].numel(), image.device)
+    loss = similarity_loss(name, image[0, 0].numel(), image.device, lncc_window=7)
     spoiled = image.clone()
     spoiled[..., 32:] = torch.rand(spoiled[..., 32:].shape, generator=torch.Generator().manual_seed(5))
     weight = torch.zeros_like(image)
@@ -146,9 +148,10 @@ def test_volumes_in_3d_use_their_own_similarity_and_slices_the_2d_one():
     from ODERegistrationLib.engine.core.optimizer import _Level
     from ODERegistrationLib.engine.parameters import RegistrationParameters
 
-    parameters = RegistrationParameters(similarity="mse", similarity_3d="lncc")
+    parameters = RegistrationParameters(similarity="mse", similarity_3d="lncc", lncc_window=9)
     volume = torch.rand(1, 1, 16, 16, 16)
     slices = torch.rand(4, 1, 16, 16)
-    assert _Level(volume, volume, None, (1.0, 1.0, 1.0), parameters).similarity is lncc_loss
-    assert _Level(slices, slices, None, (1.0, 1.0), parameters).similarity is not lncc_loss
+    volumes_similarity = _Level(volume, volume, None, (1.0, 1.0, 1.0), parameters).similarity
+    assert volumes_similarity.func is lncc_loss and volumes_similarity.keywords == {"window": 9}
+    assert getattr(_Level(slices, slices, None, (1.0, 1.0), parameters).similarity, "func", None) is not lncc_loss
     assert RegistrationParameters().similarity_3d == "lncc" and RegistrationParameters().similarity == "mi+ssim"

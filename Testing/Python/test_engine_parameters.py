@@ -90,7 +90,7 @@ def test_every_parameter_has_a_checked_range_or_choices_and_a_help_text():
                                     {"net_downsampling": 0}, {"kernel_size_2d": 4}, {"working_spacing_mm": -1.0},
                                     {"learning_rate": 2.0}, {"folding_weight": -1.0},
                                     {"iterations_3d": 0}, {"inverse_refinement_steps": -1}, {"region": "box"},
-                                    {"region_margin_mm": -1.0}, {"smoothing_sigma_mm": -0.5}])
+                                    {"region_margin_mm": -1.0}, {"smoothing_sigma_mm": -0.5}, {"lncc_window": 8}])
 def test_invalid_parameters_are_refused(change):
     with pytest.raises(ValueError):
         RegistrationParameters(**change)

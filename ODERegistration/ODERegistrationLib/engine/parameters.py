@@ -65,6 +65,9 @@ class RegistrationParameters:
         "lncc", "similarity for volumes registered in 3-D (a whole-field-of-view volume moves with the local LNCC, "
         "not with MI over the whole volume)", "Similarity (volumes)", "mi+ssim",
         choices=("lncc",) + tuple(name for name in SIMILARITIES if name != "lncc"), advanced=False)
+    lncc_window: int = _parameter(
+        7, "side of LNCC's local window, in voxels of each pyramid level (odd; VoxelMorph uses 9 at full "
+        "resolution, the working levels here are coarser)", "LNCC window (voxels)", minimum=3, maximum=31)
     region: str = _parameter(
         "auto", "where the map is fitted: auto = the box of the moving labels (else of the fixed mask, else of the "
         "moving mask) plus the margin, continued smoothly to the identity outside; whole = the whole image",
@@ -138,6 +141,8 @@ class RegistrationParameters:
                                  f"not {_number(value)}")
         if self.kernel_size_2d % 2 == 0 or self.kernel_size_3d % 2 == 0:
             raise ValueError("kernel sizes must be odd")
+        if self.lncc_window % 2 == 0:
+            raise ValueError(f"lncc window must be odd (a window centred on its voxel), not {self.lncc_window}")
 
     @property
     def inverse_consistency_weight(self) -> float:

@@ -5,6 +5,7 @@ Every similarity takes an optional ``weight`` of shape (B, 1, *spatial) in [0, 1
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
@@ -52,17 +53,15 @@ def ssim_target_statistics(target: torch.Tensor) -> Tuple[torch.Tensor, torch.Te
     return mu_y, yy
 
 
-LNCC_WINDOW = 7
-"""Side of the local window of LNCC, in voxels of the pyramid level (VoxelMorph uses 9 at full resolution; the
-working levels here are coarser)."""
 LNCC_EPSILON = 1e-8
 """Keeps LNCC finite in flat windows. The local variances are window means of intensities in [0, 1] (texture:
 ~1e-3 to 1e-2), so their product is ~1e-6 or more where there is structure; flat noise stays below the epsilon."""
 
 
-def lncc_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
-              window: int = LNCC_WINDOW) -> torch.Tensor:
-    """1 - mean squared local normalized cross-correlation (ANTs' CC metric, VoxelMorph's NCC) in a box window.
+def lncc_loss(warped: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None, *,
+              window: int) -> torch.Tensor:
+    """1 - mean squared local normalized cross-correlation (ANTs' CC metric, VoxelMorph's NCC) in a box window of
+    ``window`` voxels a side (odd).
 
     Insensitive to a local linear change of contrast, which suits intra-modality pairs such as cine frames.
     """
@@ -200,16 +199,17 @@ def _cubic_parzen(values: torch.Tensor, bins: int, scale: Optional[torch.Tensor]
     return torch.zeros(*values.shape, bins, device=values.device, dtype=values.dtype).scatter_(2, index, weights)
 
 
-def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0) -> Similarity:
+def similarity_loss(name: str, voxels: int, device: torch.device, seed: int = 0, *,
+                    lncc_window: int) -> Similarity:
     """Dissimilarity of two images in [0, 1] of shape (B, 1, *shape), averaged over the batch; lower is better.
 
     ``voxels`` is the number of voxels per image, to choose MI's sample (fixed for the whole run, so the loss is
-    deterministic and smooth from one iteration to the next).
+    deterministic and smooth from one iteration to the next); ``lncc_window`` is LNCC's window.
     """
     if name == "mse":
         return lambda warped, target, weight=None: weighted_mean((warped - target) ** 2, weight)
     if name == "lncc":
-        return lncc_loss
+        return functools.partial(lncc_loss, window=lncc_window)
     terms: list[Similarity] = []
     if "mi" in name.split("+"):
         samples = None

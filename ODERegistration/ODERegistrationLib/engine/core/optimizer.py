@@ -90,7 +90,8 @@ class _Level:
         net_spacing = [s * max(n - 1, 1) / max(m - 1, 1) for s, n, m in zip(spacing, shape, self.net_shape)]
         self.velocity_sigmas = [parameters.smoothing_sigma_mm / s for s in net_spacing]
         name = parameters.similarity if len(shape) == 2 else parameters.similarity_3d
-        self.similarity = similarity_loss(name, math.prod(shape), fixed.device, parameters.seed)
+        self.similarity = similarity_loss(name, math.prod(shape), fixed.device, parameters.seed,
+                                          lncc_window=parameters.lncc_window)
 
 
 def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence[float],

@@ -136,6 +136,18 @@ def test_extension_description_matches_cmake():
     assert (REPOSITORY / "LICENSE").is_file() and (REPOSITORY / "Resources" / "Icons" / "ODERegistration.png").is_file()
 
 
+def test_the_catalog_icon_and_screenshots_are_files_of_the_repository():
+    """The Extensions Manager shows the icon and screenshots from these URLs on the main branch: a renamed or
+    deleted picture would show as a broken image there, and nothing else would notice."""
+    cmake = (REPOSITORY / "CMakeLists.txt").read_text()
+    urls = re.findall(r'set\(EXTENSION_(?:ICONURL|SCREENSHOTURLS) "([^"]+)"\)', cmake)
+    pictures = [url for value in urls for url in value.split()]
+    assert len(pictures) >= 2
+    prefix = "https://raw.githubusercontent.com/ODERegistration/SlicerODERegistration/main/"
+    for url in pictures:
+        assert url.startswith(prefix) and (REPOSITORY / url[len(prefix):]).is_file(), url
+
+
 def test_module_file_imports_nothing_that_needs_torch_at_load_time():
     """Slicer's generic test loads the module without torch: what the module file imports at load time must not
     import torch."""

@@ -81,6 +81,11 @@ class RegistrationParameters:
                              advanced=False)
     learning_rate: float = _parameter(5e-4, "Adam learning rate", "Learning rate", minimum=1e-7,
                                       maximum=MAX_LEARNING_RATE)
+    warmup_iterations: int = _parameter(
+        30, "Adam's rate rises linearly to the learning rate over this many first iterations: Adam's first steps "
+        "move every weight by the full rate whatever its gradient, and on a whole-field-of-view volume the net "
+        "answers that random jump by switching off its deeper ReLUs, after which it cannot move (0: the paper's "
+        "constant rate)", "Warm-up iterations", 0, minimum=0, maximum=10000)
     regularization_lambda: float = _parameter(5.0, "weight of the displacement penalty ||D - x||^2; gamma = "
                                               "lambda / K", "Regularization lambda", minimum=0.0, maximum=1000.0,
                                               flag="--lambda")

@@ -127,7 +127,7 @@ def optimize_fields(fixed: torch.Tensor, moving: torch.Tensor, spacing: Sequence
         torch.manual_seed(parameters.seed)
         net = VelocityNet(dim, fields, parameters.conv_layers, parameters.channels, kernel).to(
             fixed.device, memory_format=net_memory_format(fixed.device, dim))
-    optimizer = Adam(net.parameters(), lr=parameters.learning_rate)
+    optimizer = Adam(net.parameters(), lr=parameters.learning_rate, warmup_steps=parameters.warmup_iterations)
 
     start = time.perf_counter()
     losses: List[float] = []

@@ -24,9 +24,10 @@ def write(tmp_path):
 
 
 def run_cli(tmp_path, capsys, fixed, moving, *extra):
+    """Without --quiet: the error must be the only line, the progress bar's lines included."""
     output = tmp_path / "out"
     code = main(["register", "--fixed", fixed, "--moving", moving, "--output-dir", str(output),
-                 "--iterations", "1", "--quiet", *extra])
+                 "--iterations", "1", *extra])
     message = capsys.readouterr().err.strip()
     return code, message, output
 

@@ -70,7 +70,7 @@ def test_each_phase_round_trip_is_that_of_its_written_fields(run):
 
 
 @pytest.fixture(scope="module")
-def stack_run():
+def stack_run(data_dir):
     """Five slices (2 to 6, from near the apex to mid-ventricle) at three phases: deep enough for each phase's stack
     to get its own through-plane map."""
     cine = read_cine(cine_piece(sitk.ReadImage(str(CINE / "SCD0000101_cine.nii.gz")), STACK_SLICES), False, "cine")
@@ -249,7 +249,7 @@ def test_an_oblique_2d_plus_time_cine_keeps_its_plane_for_every_phase(cine_piece
     assert np.array_equal(sitk.GetArrayFromImage(again)[0], sitk.GetArrayFromImage(propagated)[0])
 
 
-def test_contours_drawn_on_every_other_slice_give_every_output(tmp_path):
+def test_contours_drawn_on_every_other_slice_give_every_output(data_dir, tmp_path):
     """The QA picture took the middle of the labelled range, a slice with no contour when the expert skipped
     slices, and crashed on its empty box after the registration had run."""
     paths = {"cine": tmp_path / "cine.nii.gz", "labels": tmp_path / "labels.nii.gz"}

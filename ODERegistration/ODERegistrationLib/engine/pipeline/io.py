@@ -38,8 +38,8 @@ def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        reason = next((line.strip() for line in str(error).splitlines() if "Unable" in line or "unable" in line),
-                      "not an image format SimpleITK can read")
+        reason = next((line.strip().removeprefix("sitk::ERROR:").strip() for line in str(error).splitlines()
+                       if line.strip().startswith("sitk::ERROR:")), "not an image format SimpleITK can read")
         raise InputError(f"{name} {path}: cannot be read ({reason})") from None
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path, name)

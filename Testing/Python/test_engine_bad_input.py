@@ -67,10 +67,11 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     garbage.write_text("not an image")
     code, message, output = run_cli(tmp_path, capsys, fixed, str(garbage))
     assert code == 2 and str(garbage) in message and "cannot be read" in message and not output.exists()
-    one_voxel_deep = write("slab.nii.gz", sitk.Image([8, 1, 1], sitk.sitkVectorFloat32, 8))
-    code, message, output = run_cli(tmp_path, capsys, fixed, one_voxel_deep)
+    written_not_readable = write("vector_row.nii.gz", sitk.Image([8, 1, 1], sitk.sitkVectorFloat32, 8))
+    code, message, output = run_cli(tmp_path, capsys, fixed, written_not_readable)
     assert code == 2 and "unsupported image dimension" in message and message.count("\n") == 0, \
         "SimpleITK's own reason, not a generic one"
+    assert not output.exists()
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
     assert code == 2 and "no such file" in message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path))

@@ -62,14 +62,16 @@ def isotropic_reference(labels: sitk.Image, size: int) -> sitk.Image:
 
 
 def whole_field_of_view(image: sitk.Image, spacing: float) -> sitk.Image:
-    """The image's whole field of view sampled at an isotropic spacing (a stack becomes a volume, as a new user
-    would make one: 10 ACDC slices of 10 mm at 1.5625 mm give 232 x 256 x 64)."""
+    """The image's whole field of view sampled at an isotropic spacing: a stack becomes a volume, as a new user
+    would make one (10 ACDC slices of 10 mm at 1.5625 mm give 232 x 256 x 64); a 2-D image gets another pixel size,
+    as another scanner's reconstruction would give it."""
+    dim = image.GetDimension()
     size = [max(1, int(round(n * s / spacing))) for n, s in zip(image.GetSize(), image.GetSpacing())]
     reference = sitk.Image(size, sitk.sitkUInt8)
-    reference.SetSpacing([spacing] * image.GetDimension())
+    reference.SetSpacing([spacing] * dim)
     reference.SetDirection(image.GetDirection())
-    first_edge = image.TransformContinuousIndexToPhysicalPoint([-0.5] * image.GetDimension())
-    reference.SetOrigin(np.array(first_edge) + np.array(image.GetDirection()).reshape(3, 3) @ np.full(3, spacing / 2))
+    first_edge = image.TransformContinuousIndexToPhysicalPoint([-0.5] * dim)
+    reference.SetOrigin(np.array(first_edge) + np.array(image.GetDirection()).reshape(dim, dim) @ np.full(dim, spacing / 2))
     return reference
 
 
@@ -77,7 +79,7 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
                isotropic_size: Optional[int] = None, isotropic_spacing: Optional[float] = None,
                stack_slices: bool = False) -> List[Pair]:
     """The manifest's pairs; with ``isotropic_size``, its fully labelled 3-D pairs resampled onto a cube; with
-    ``isotropic_spacing``, onto their whole field of view at that spacing; with ``stack_slices``, every slice of
+    ``isotropic_spacing``, its fully labelled pairs (2-D and 3-D) onto their whole field of view at that spacing; with ``stack_slices``, every slice of
     its fully labelled 3-D pairs on which both label maps hold every evaluated label, as a 2-D pair (base to apex,
     not the mid-ventricular slice alone)."""
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -96,7 +98,7 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None]
     elif isotropic_spacing is not None:
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_fov{isotropic_spacing:g}mm", isotropic_spacing=isotropic_spacing)
-                 for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None]
+                 for pair in pairs if pair.labelled_slices_fixed is None]
     elif stack_slices:
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_slice{k:02d}", dim=2, stack_slice=k)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--isotropic", type=int, metavar="N",
                         help="resample each fully labelled 3-D pair onto an N^3 isotropic cube around the labels")
     parser.add_argument("--whole-fov-spacing", type=float, metavar="MM",
-                        help="resample each fully labelled 3-D pair's whole field of view to this isotropic spacing")
+                        help="resample each fully labelled pair's whole field of view to this isotropic spacing (a 3-D "
+                             "stack becomes a volume; a 2-D pair gets another pixel size)")
     parser.add_argument("--stack-slices", action="store_true",
                         help="register every slice of each fully labelled 3-D pair that holds every evaluated label "
                              "in both label maps, as a 2-D pair")

@@ -65,6 +65,25 @@ def test_stack_slices_are_the_slices_of_a_stack_that_hold_every_label_as_2d_pair
                 assert all(np.any(array == label) for label in pair.eval_labels)
 
 
+def test_whole_fov_spacing_gives_a_2d_pair_another_pixel_size_over_the_same_field_of_view(data_dir):
+    """``--whole-fov-spacing`` on 2-D pairs: how the defaults fare at another scanner's pixel size. The field of view
+    and each label's area stay; only the sampling changes."""
+    original = load_pairs(data_dir / "acdc", 2)[0]
+    pair = load_pairs(data_dir / "acdc", 2, isotropic_spacing=0.78125)[0]
+    assert pair.dim == 2 and pair.id == original.id + "_fov0.78125mm"
+    for key in original.files:
+        source, image = original.image(key), pair.image(key)
+        assert image.GetSpacing() == (0.78125, 0.78125)
+        assert list(image.GetSize()) == [2 * n for n in source.GetSize()]
+        assert np.allclose(image.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5]),
+                           source.TransformContinuousIndexToPhysicalPoint([-0.5, -0.5]))
+        if key.endswith("labels"):
+            for label in pair.eval_labels:
+                areas = [np.count_nonzero(sitk.GetArrayViewFromImage(i) == label) * np.prod(i.GetSpacing())
+                         for i in (source, image)]
+                assert abs(areas[1] - areas[0]) < 0.05 * areas[0]
+
+
 def test_the_cine_sweep_scores_a_stack_as_a_two_phase_cine_from_the_sequence_preset(data_dir):
     """Each setting is the `sequence` preset plus its options; a pair's EF is its LV cavity's (ACDC numbers the
     cavity 3: label 1, the RV, gives another EF), on the slices the expert drew at both phases."""

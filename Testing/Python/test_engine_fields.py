@@ -139,6 +139,23 @@ def test_where_the_exact_inverse_would_fold_the_refinement_falls_back_to_the_giv
     assert far.max() < 0.1 * rough_residual[:, 16:24, :].max()
 
 
+def test_where_the_inverse_folds_wider_than_every_fallback_radius_its_folds_are_smoothed_instead():
+    """A wide expansion in a corner (det J about 20): the refined inverse folds over a band wider than the
+    fallbacks' largest radius, so every fade into the given inverse still folds. The refinement used to return the
+    given inverse then (patient 067's whole image at 0.78 mm: 3.4 mm mean round trip, 78 % of the voxels above 1 mm);
+    the refined inverse with its folds smoothed is a far better one that folds nowhere."""
+    grid = identity_grid((128, 128))
+    corner = torch.tensor([-1.0, -1.0]).reshape(1, 2, 1, 1)
+    velocity = 1.5 * (grid - corner) * torch.exp(-((grid - corner) ** 2).sum(1, keepdim=True) / (2 * 0.5**2))
+    forward = exponentiate(velocity)
+    rough = 0.7 * exponentiate(-velocity)
+    assert (jacobian_determinant(forward) > 0).all() and (jacobian_determinant(rough) > 0).all()
+    refined = refine_inverse(forward, rough)
+    assert (jacobian_determinant(refined) > 0).all()
+    residual, rough_residual = (compose(forward, inverse).norm(dim=1).mean() for inverse in (refined, rough))
+    assert residual < 0.1 * rough_residual
+
+
 def folding_bump(shape, strength=1.6, width=0.08):
     """A local contraction towards the centre whose det J falls to 1 - strength there: folds for strength > 1;
     ``width`` is its Gaussian's sigma in normalized coordinates."""

@@ -141,28 +141,34 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
     (Chen et al., Med. Phys. 2008), damped by 1/2 so that it also converges where the map stretches up to threefold.
 
     Where a map stretches far more than the grid resolves, its exact inverse compresses too fast for the grid and
-    folds there. So the refined inverse is kept everywhere except around its folded voxels, where it fades into the
-    given inverse over a radius grown until the blend folds no more voxels than the given one; each batch element
-    keeps the first such candidate that also leaves a smaller residual |u(y + v(y)) + v(y)|, else the given one.
+    folds there. For a batch element whose refined inverse folds, the candidates are also: the refined inverse with
+    its folds smoothed away (:func:`smooth_folds`), and the refined inverse fading into the given one around its
+    folded voxels, over each of :data:`FALLBACK_RADII`. Each element keeps, among the candidates that fold no more
+    voxels than the given inverse, the one with the smallest residual |u(y + v(y)) + v(y)|, if it is smaller than
+    the given inverse's; else the given one.
     """
     refined = inverse
     for _ in range(steps):
         refined = 0.5 * (refined - warp(displacement, refined))
 
-    given_folds, given_residual = _folds_and_residual(displacement, inverse)
+    given_folds, best_residual = _folds_and_residual(displacement, inverse)
+    best = inverse.clone()
+
+    def consider(candidate: torch.Tensor, elements: torch.Tensor) -> None:
+        folds, residual = _folds_and_residual(displacement[elements], candidate)
+        better = (folds <= given_folds[elements]) & (residual < best_residual[elements])
+        best[elements[better]] = candidate[better]
+        best_residual[elements[better]] = residual[better]
+
+    consider(refined, torch.arange(len(inverse), device=inverse.device))
     folded = _folded_voxels(refined)
-    chosen = inverse.clone()
-    pending = torch.arange(len(inverse), device=inverse.device)  # the elements without an accepted candidate
-    for radius in (0,) + FALLBACK_RADII:
-        if len(pending) == 0:
-            break
-        weight = _fade_around(folded[pending], radius) if radius else 0.0
-        candidate = weight * inverse[pending] + (1 - weight) * refined[pending]
-        folds, residual = _folds_and_residual(displacement[pending], candidate)
-        accept = (folds <= given_folds[pending]) & (residual < given_residual[pending])
-        chosen[pending[accept]] = candidate[accept]
-        pending = pending[~accept]
-    return chosen
+    folding = folded.flatten(1).any(dim=1).nonzero().flatten()
+    if len(folding):
+        consider(smooth_folds(refined[folding]), folding)
+        for radius in FALLBACK_RADII:
+            weight = _fade_around(folded[folding], radius)
+            consider(weight * inverse[folding] + (1 - weight) * refined[folding], folding)
+    return best
 
 
 def _folds_and_residual(displacement: torch.Tensor, inverse: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -173,8 +179,8 @@ def _folds_and_residual(displacement: torch.Tensor, inverse: torch.Tensor) -> Tu
 
 
 FALLBACK_RADII = (2, 4, 8, 16)
-"""Radii (voxels) of the neighbourhood of the refined inverse's folds where :func:`refine_inverse` falls back to
-the given inverse, tried in turn."""
+"""Radii (voxels) of the neighbourhood of the refined inverse's folds where a candidate of :func:`refine_inverse`
+falls back to the given inverse."""
 SMOOTHING_RADII = FALLBACK_RADII + (32,)
 """Radii (voxels) of the neighbourhood of a map's folds that :func:`smooth_folds` smooths, tried in turn: the last
 for a map fitted at half the resolution of a small crop (a cine's end-systolic phase, compressed more than 16

@@ -70,8 +70,9 @@ def whole_field_of_view(image: sitk.Image, spacing: float) -> sitk.Image:
     reference = sitk.Image(size, sitk.sitkUInt8)
     reference.SetSpacing([spacing] * dim)
     reference.SetDirection(image.GetDirection())
-    first_edge = image.TransformContinuousIndexToPhysicalPoint([-0.5] * dim)
-    reference.SetOrigin(np.array(first_edge) + np.array(image.GetDirection()).reshape(dim, dim) @ np.full(dim, spacing / 2))
+    first_edge = np.array(image.TransformContinuousIndexToPhysicalPoint([-0.5] * dim))
+    direction = np.array(image.GetDirection()).reshape(dim, dim)
+    reference.SetOrigin(first_edge + direction @ np.full(dim, spacing / 2))
     return reference
 
 
@@ -79,9 +80,9 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
                isotropic_size: Optional[int] = None, isotropic_spacing: Optional[float] = None,
                stack_slices: bool = False) -> List[Pair]:
     """The manifest's pairs; with ``isotropic_size``, its fully labelled 3-D pairs resampled onto a cube; with
-    ``isotropic_spacing``, its fully labelled pairs (2-D and 3-D) onto their whole field of view at that spacing; with ``stack_slices``, every slice of
-    its fully labelled 3-D pairs on which both label maps hold every evaluated label, as a 2-D pair (base to apex,
-    not the mid-ventricular slice alone)."""
+    ``isotropic_spacing``, its fully labelled pairs (2-D and 3-D) onto their whole field of view at that spacing;
+    with ``stack_slices``, every slice of its fully labelled 3-D pairs on which both label maps hold every evaluated
+    label, as a 2-D pair (base to apex, not the mid-ventricular slice alone)."""
     manifest = json.loads((folder / "manifest.json").read_text())
     pairs = []
     for entry in manifest["pairs"]:

@@ -249,6 +249,18 @@ def test_a_moving_image_covering_part_of_the_fixed_view_registers_where_both_hav
     assert report["inverse_consistency_mm"] < 1.0
 
 
+def test_a_moving_image_covering_a_sliver_of_the_fixed_view_names_its_share(files, small_2d_pair, tmp_path, capsys):
+    """A 4 x 4 corner of the moving image over the whole fixed one was reported as covering '0%' of it, which reads
+    as no overlap at all while the run went on."""
+    path = str(tmp_path / "corner.nii.gz")
+    sitk.WriteImage(small_2d_pair["moving"][:4, :4], path)
+    assert register({**files, "moving": path}, tmp_path / "out", "--iterations", "5", "--roi", "whole",
+                    labels=False) == 0
+    fixed_voxels = np.prod(small_2d_pair["fixed"].GetSize())
+    share = json.loads((tmp_path / "out" / "report.json").read_text())["overlap_fraction"]
+    assert 0 < share < 0.01 and share == pytest.approx(16 / fixed_voxels, rel=0.5)
+    assert f"covers only {share * 100:.2g}% of" in capsys.readouterr().err
+
 def test_an_intensity_image_given_as_labels_is_refused(files, tmp_path, capsys):
     moving = sitk.ReadImage(files["moving"])
     shape = sitk.GetArrayViewFromImage(moving).shape

@@ -155,7 +155,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                         f"the velocity smoothing ({parameters.smoothing_sigma_mm:g} mm), so the map can hardly "
                         "deform: check that the images' spacing is in millimetres")
     if overlap < LOW_OVERLAP:
-        warnings.append(f"{names['moving']} covers only {overlap:.0%} of {names['fixed']}'s field of view; "
+        warnings.append(f"{names['moving']} covers only {overlap * 100:.2g}% of {names['fixed']}'s field of view; "
                         "the map is fitted where both have data")
     report = {
         "seconds": round(seconds, 3),

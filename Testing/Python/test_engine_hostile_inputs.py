@@ -261,6 +261,7 @@ def test_a_moving_image_covering_a_sliver_of_the_fixed_view_names_its_share(file
     assert 0 < share < 0.01 and share == pytest.approx(16 / fixed_voxels, rel=0.5)
     assert f"covers only {share * 100:.2g}% of" in capsys.readouterr().err
 
+
 def test_an_intensity_image_given_as_labels_is_refused(files, tmp_path, capsys):
     moving = sitk.ReadImage(files["moving"])
     shape = sitk.GetArrayViewFromImage(moving).shape

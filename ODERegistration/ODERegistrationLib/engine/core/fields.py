@@ -11,7 +11,7 @@ Conventions used everywhere in the engine:
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -154,14 +154,14 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
     given_folds, best_residual = _folds_and_residual(displacement, inverse)
     best = inverse.clone()
 
-    def consider(candidate: torch.Tensor, elements: torch.Tensor) -> None:
-        folds, residual = _folds_and_residual(displacement[elements], candidate)
+    def consider(candidate: torch.Tensor, elements: torch.Tensor, folded: Optional[torch.Tensor] = None) -> None:
+        folds, residual = _folds_and_residual(displacement[elements], candidate, folded)
         better = (folds <= given_folds[elements]) & (residual < best_residual[elements])
         best[elements[better]] = candidate[better]
         best_residual[elements[better]] = residual[better]
 
-    consider(refined, torch.arange(len(inverse), device=inverse.device))
     folded = _folded_voxels(refined)
+    consider(refined, torch.arange(len(inverse), device=inverse.device), folded)
     folding = folded.flatten(1).any(dim=1).nonzero().flatten()
     if len(folding):
         consider(smooth_folds(refined[folding]), folding)
@@ -171,9 +171,11 @@ def refine_inverse(displacement: torch.Tensor, inverse: torch.Tensor, steps: int
     return best
 
 
-def _folds_and_residual(displacement: torch.Tensor, inverse: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per batch element: the inverse's folded voxels, and its mean residual |u(y + v(y)) + v(y)|."""
-    folds = _folded_voxels(inverse).flatten(1).sum(dim=1)
+def _folds_and_residual(displacement: torch.Tensor, inverse: torch.Tensor,
+                        folded: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per batch element: the inverse's folded voxels (from ``folded``, its fold mask, when already known), and its
+    mean residual |u(y + v(y)) + v(y)|."""
+    folds = (_folded_voxels(inverse) if folded is None else folded).flatten(1).sum(dim=1)
     residual = compose(displacement, inverse).norm(dim=1).flatten(1).mean(dim=1)
     return folds, residual
 

@@ -275,6 +275,16 @@ def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))
 
 
+@pytest.mark.parametrize("image_data", [None, vtk.vtkImageData()], ids=["no image data", "image data without voxels"])
+def test_a_volume_without_voxels_is_a_clear_error(mrml, cardiac_2d, image_data):
+    """A volume node whose loading failed or has not finished: one sentence naming it, not an AttributeError from
+    reading its missing scalars."""
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Unloaded")
+    empty.SetAndObserveImageData(image_data)
+    with pytest.raises(InputError, match="Unloaded: has no image data"):
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], empty))
+
+
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):
     """An ROI node made from a voxel box of the oblique stack (as Slicer aligns an ROI to a volume) maps back to
     exactly that box; the region the run used is shown as an ROI node over the same voxels."""

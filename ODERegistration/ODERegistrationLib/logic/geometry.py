@@ -37,10 +37,11 @@ def ijk_to_world(node: "slicer.vtkMRMLVolumeNode") -> np.ndarray:
 
 def image_from_volume(node: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
     """A copy of the volume as a SimpleITK image with its world geometry (LPS)."""
-    if node is None or node.GetImageData() is None:
-        raise InputError(f"{node.GetName() if node else 'volume'}: has no image data")
-    if node.GetImageData().GetNumberOfScalarComponents() != 1:
-        raise InputError(f"{node.GetName()}: has {node.GetImageData().GetNumberOfScalarComponents()} components "
+    image_data = None if node is None else node.GetImageData()
+    if image_data is None or image_data.GetPointData().GetScalars() is None:
+        raise InputError(f"{node.GetName() if node else 'volume'}: has no image data (no voxels loaded)")
+    if image_data.GetNumberOfScalarComponents() != 1:
+        raise InputError(f"{node.GetName()}: has {image_data.GetNumberOfScalarComponents()} components "
                          "per voxel; a scalar (grey-level) volume is needed")
     array = np.array(slicer.util.arrayFromVolume(node), copy=True)
     image = sitk.GetImageFromArray(array)

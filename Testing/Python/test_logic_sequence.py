@@ -176,6 +176,7 @@ def test_a_sequence_indexed_by_frame_numbers_counts_frames_and_says_so(mrml, cin
 @pytest.mark.parametrize("case, message", [
     ("reference out of range", "out of range"),
     ("one frame", "single phase"),
+    ("no frame", "holds no frames"),
     ("frames on different grids", "another grid"),
     ("no segmentation", "select a volume sequence"),
     ("overlapping segments", "segments 'LV blood pool' and 'LV' overlap"),
@@ -188,6 +189,9 @@ def test_bad_sequence_inputs_are_one_clear_error(mrml, cine_piece_files, case, m
     elif case == "one frame":
         sequence.RemoveDataNodeAtValue(sequence.GetNthIndexValue(0))
         sequence.RemoveDataNodeAtValue(sequence.GetNthIndexValue(0))
+        reference = 0
+    elif case == "no frame":
+        sequence.RemoveAllDataNodes()
         reference = 0
     elif case == "frames on different grids":
         origin = list(sequence.GetNthDataNode(1).GetOrigin())

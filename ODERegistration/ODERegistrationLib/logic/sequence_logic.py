@@ -79,6 +79,8 @@ class SequenceLogic:
             raise InputError("select a volume sequence and a segmentation drawn on one of its frames")
         name = sequence.GetName()
         frames = [sequence.GetNthDataNode(item) for item in range(sequence.GetNumberOfDataNodes())]
+        if not frames:
+            raise InputError(f"{name}: holds no frames; choose a sequence of image volumes")
         for item, frame in enumerate(frames):
             if frame is None or not frame.IsA("vtkMRMLScalarVolumeNode") or frame.IsA("vtkMRMLLabelMapVolumeNode"):
                 raise InputError(f"{name}: item {item} is not a scalar volume; choose a sequence of image volumes")

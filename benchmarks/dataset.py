@@ -78,22 +78,25 @@ def whole_field_of_view(image: sitk.Image, spacing: float) -> sitk.Image:
 
 def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = None,
                isotropic_size: Optional[int] = None, isotropic_spacing: Optional[float] = None,
-               stack_slices: bool = False) -> List[Pair]:
+               stack_slices: bool = False, reverse: bool = False) -> List[Pair]:
     """The manifest's pairs; with ``isotropic_size``, its fully labelled 3-D pairs resampled onto a cube; with
     ``isotropic_spacing``, its fully labelled pairs (2-D and 3-D) onto their whole field of view at that spacing;
     with ``stack_slices``, every slice of its fully labelled 3-D pairs on which both label maps hold every evaluated
-    label, as a 2-D pair (base to apex, not the mid-ventricular slice alone)."""
+    label, as a 2-D pair (base to apex, not the mid-ventricular slice alone); with ``reverse``, each pair the other
+    way round (the ES labels carried onto the ED image: an expansion instead of a contraction)."""
     manifest = json.loads((folder / "manifest.json").read_text())
+    fixed, moving = ("moving", "fixed") if reverse else ("fixed", "moving")
     pairs = []
     for entry in manifest["pairs"]:
         if dim is not None and entry["dim"] != dim:
             continue
         pairs.append(Pair(
-            id=entry["id"], dim=entry["dim"], folder=folder,
-            files={key: entry[key] for key in ("fixed", "moving", "fixed_labels", "moving_labels")},
+            id=entry["id"] + ("_reversed" if reverse else ""), dim=entry["dim"], folder=folder,
+            files={"fixed": entry[fixed], "moving": entry[moving], "fixed_labels": entry[f"{fixed}_labels"],
+                   "moving_labels": entry[f"{moving}_labels"]},
             label_names={int(k): v for k, v in entry.get("label_names", manifest.get("label_names", {})).items()},
             eval_labels=list(entry["eval_labels"]),
-            labelled_slices_fixed=entry.get("labelled_slices_fixed")))
+            labelled_slices_fixed=entry.get(f"labelled_slices_{fixed}")))
     if isotropic_size is not None:
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_iso{isotropic_size}", isotropic_size=isotropic_size)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None]

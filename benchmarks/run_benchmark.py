@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stack-slices", action="store_true",
                         help="register every slice of each fully labelled 3-D pair that holds every evaluated label "
                              "in both label maps, as a 2-D pair")
+    parser.add_argument("--reverse", action="store_true",
+                        help="register each pair the other way round: the ES labels carried onto the ED image")
     parser.add_argument("--roi", nargs="+", choices=("auto", "whole"), default=["auto", "whole"],
                         help="run every method on the whole image, and/or on the box around the moving labels "
                              "(auto; '+roi' in the tables): the same box for every method")
@@ -52,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
     parameters = parameters_from_arguments(arguments).replace(device="cpu")
     pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic, arguments.whole_fov_spacing,
-                       arguments.stack_slices)
+                       arguments.stack_slices, arguments.reverse)
     missing = [m.missing() for name, m in METHODS.items() if name in arguments.methods and m.missing()]
     methods = [name for name in arguments.methods if METHODS[name].missing() is None]
     for message in missing:
@@ -73,7 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     title = arguments.title or (f"{arguments.data.name}, {dims.pop() if len(dims) == 1 else 'all'}-D pairs"
                                 f"{f', resampled to {arguments.isotropic}^3' if arguments.isotropic else ''}"
                                 f"{f', whole field of view at {arguments.whole_fov_spacing:g} mm' if arguments.whole_fov_spacing else ''}"
-                                f"{', every fully labelled slice of the stacks as a 2-D pair' if arguments.stack_slices else ''}, ode preset "
+                                f"{', every fully labelled slice of the stacks as a 2-D pair' if arguments.stack_slices else ''}"
+                                f"{', reversed (ES labels onto ED)' if arguments.reverse else ''}, ode preset "
                                 f"{arguments.preset}: at most {parameters.iterations} iterations "
                                 f"({parameters.iterations_3d} for volumes), {parameters.levels} levels, "
                                 f"{parameters.similarity}, mode {parameters.mode}, regions {' '.join(arguments.roi)}")

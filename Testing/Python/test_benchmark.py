@@ -65,6 +65,24 @@ def test_stack_slices_are_the_slices_of_a_stack_that_hold_every_label_as_2d_pair
                 assert all(np.any(array == label) for label in pair.eval_labels)
 
 
+def test_reverse_swaps_the_phases_with_their_labels_and_labelled_slices(data_dir):
+    """``--reverse``: the ES labels carried onto the ED image. Each image must travel with its own labels, and a
+    stack labelled on some slices is scored on the slices labelled in its new fixed (ED) image."""
+    forward = {pair.id: pair for pair in load_pairs(data_dir / "sunnybrook")}
+    reversed_pairs = load_pairs(data_dir / "sunnybrook", reverse=True)
+    assert len(reversed_pairs) == len(forward)
+    for pair in reversed_pairs:
+        original = forward[pair.id.removesuffix("_reversed")]
+        assert pair.id.endswith("_reversed")
+        assert (pair.files["fixed"], pair.files["fixed_labels"]) == (original.files["moving"],
+                                                                     original.files["moving_labels"])
+        assert (pair.files["moving"], pair.files["moving_labels"]) == (original.files["fixed"],
+                                                                       original.files["fixed_labels"])
+    stack = next(pair for pair in reversed_pairs if pair.dim == 3)
+    labelled = np.flatnonzero(sitk.GetArrayFromImage(stack.image("fixed_labels")).any(axis=(1, 2)))
+    assert stack.labelled_slices_fixed == labelled.tolist()
+
+
 def test_whole_fov_spacing_gives_a_2d_pair_another_pixel_size_over_the_same_field_of_view(data_dir):
     """``--whole-fov-spacing`` on 2-D pairs: how the defaults fare at another scanner's pixel size. The field of view
     and each label's area stay; only the sampling changes."""

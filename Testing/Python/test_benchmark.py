@@ -1,6 +1,7 @@
 """The benchmark on one real pair: the CSV has its columns, every method runs on the whole image and in the
 region, the engine beats unregistered, missing peers are reported."""
 import csv
+import json
 
 import numpy as np
 import SimpleITK as sitk
@@ -65,7 +66,7 @@ def test_stack_slices_are_the_slices_of_a_stack_that_hold_every_label_as_2d_pair
                 assert all(np.any(array == label) for label in pair.eval_labels)
 
 
-def test_reverse_swaps_the_phases_with_their_labels_and_labelled_slices(data_dir):
+def test_reverse_swaps_the_phases_with_their_labels_and_labelled_slices(data_dir, tmp_path):
     """``--reverse``: the ES labels carried onto the ED image. Each image must travel with its own labels, and a
     stack labelled on some slices is scored on the slices labelled in its new fixed (ED) image."""
     forward = {pair.id: pair for pair in load_pairs(data_dir / "sunnybrook")}
@@ -81,6 +82,13 @@ def test_reverse_swaps_the_phases_with_their_labels_and_labelled_slices(data_dir
     stack = next(pair for pair in reversed_pairs if pair.dim == 3)
     labelled = np.flatnonzero(sitk.GetArrayFromImage(stack.image("fixed_labels")).any(axis=(1, 2)))
     assert stack.labelled_slices_fixed == labelled.tolist()
+    # the development stack has the same labelled slices in both phases: a manifest where they differ tells them apart
+    manifest = json.loads((data_dir / "sunnybrook" / "manifest.json").read_text())
+    entry = next(entry for entry in manifest["pairs"] if entry["dim"] == 3)
+    manifest["pairs"] = [{**entry, "labelled_slices_fixed": [1, 2], "labelled_slices_moving": [3, 4]}]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_pairs(tmp_path, reverse=True)[0].labelled_slices_fixed == [3, 4]
+    assert load_pairs(tmp_path)[0].labelled_slices_fixed == [1, 2]
 
 
 def test_whole_fov_spacing_gives_a_2d_pair_another_pixel_size_over_the_same_field_of_view(data_dir):

@@ -125,3 +125,20 @@ def test_3d_mode_runs_on_a_volume(data_dir):
     result = register_images(pair["fixed"], pair["moving"], RegistrationParameters(iterations_3d=3, mode="3d", levels=1))
     assert result.report["mode"] == "3d"
     assert sitk.GetArrayFromImage(result.forward).shape == tuple(reversed(pair["fixed"].GetSize())) + (3,)
+
+
+def test_a_fit_runs_on_the_cpu_threads_asked_for_and_its_report_records_them(small_2d_pair):
+    """The same run on one and on two threads gives another map (sums split by thread), and the Slicer panel leaves
+    a core to the interface where the command line does not: their results differed with nothing to tell why. The
+    count is now applied during the fit, restored after, and recorded (0: the caller's count), so that
+    --parameters re-runs a panel's result exactly."""
+    fixed, moving = small_2d_pair["fixed"], small_2d_pair["moving"]
+    before = torch.get_num_threads()
+    asked = 1 if before > 1 else 2
+    seen = set()
+    parameters = RegistrationParameters(iterations=3, region="whole", device="cpu")
+    report = register_images(fixed, moving, parameters.replace(threads=asked),
+                             progress=lambda progress: seen.add(torch.get_num_threads())).report
+    assert seen == {asked} and report["parameters"]["threads"] == asked and torch.get_num_threads() == before
+    assert register_images(fixed, moving, parameters).report["parameters"]["threads"] == before
+

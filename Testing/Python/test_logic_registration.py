@@ -7,7 +7,7 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
 
-from ODERegistrationLib.engine import InputError, RegistrationParameters  # noqa: E402
+from ODERegistrationLib.engine import InputError, RegistrationParameters, register_images  # noqa: E402
 from ODERegistrationLib.engine.pipeline.metrics import label_scores  # noqa: E402
 from ODERegistrationLib.logic import RegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
 from ODERegistrationLib.logic.geometry import image_from_volume  # noqa: E402
@@ -342,3 +342,22 @@ def test_a_background_run_fills_the_outputs_chosen_when_it_started_and_leaves_to
     outputs = logic.finish(run)
     assert outputs.forward_transform is chosen and outputs.jacobian_volume is None
     assert chosen.GetTransformFromParent() is not None
+
+
+def test_a_panel_run_is_reproduced_exactly_by_the_parameters_in_its_report(mrml, cardiac_2d):
+    """The panel's job leaves a core to the interface, so it fits on fewer threads than a script or the command
+    line, and a fit depends on the count: a panel result could not be reproduced from its report. The report now
+    records the count, and its parameters give the panel's map to the last bit outside Slicer's job."""
+    import os
+    import torch
+
+    fixed, moving = cardiac_2d["fixed"], cardiac_2d["moving"]
+    logic = RegistrationLogic(mrml.scene)
+    run = logic.start(RegistrationRequest(fixed, moving, RegistrationParameters(iterations=5, region="whole")))
+    run.job.wait(120)
+    outputs = logic.finish(run)
+    assert outputs.report["parameters"]["threads"] == max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
+    again = register_images(image_from_volume(fixed), image_from_volume(moving),
+                            RegistrationParameters.from_dict(outputs.report["parameters"]))
+    assert np.array_equal(*(sitk.GetArrayFromImage(result.forward) for result in (outputs.result, again)))
+

@@ -79,6 +79,10 @@ class RegistrationParameters:
                            "the spacing", "Mode", choices=MODES, advanced=False)
     device: str = _parameter("auto", "where torch runs: auto = CUDA, else MPS, else CPU", "Device", choices=DEVICES,
                              advanced=False)
+    threads: int = _parameter(
+        0, "CPU threads torch computes with (0: as many as torch starts with, one per core, except in the Slicer "
+        "panel, which leaves one core to the interface); a fit depends on the count beyond its last digits, so a "
+        "report records the count it used", "CPU threads", minimum=0, maximum=1024)
     learning_rate: float = _parameter(5e-4, "Adam learning rate", "Learning rate", minimum=1e-7,
                                       maximum=MAX_LEARNING_RATE)
     warmup_iterations: int = _parameter(
@@ -130,7 +134,7 @@ class RegistrationParameters:
                                      minimum=1, maximum=15)
     integration_steps: int = _parameter(7, "scaling-and-squaring steps of exp", "Integration steps",
                                         minimum=0, maximum=20)
-    seed: int = _parameter(0, "seed of the net's initial weights (a run is reproducible on the same device)",
+    seed: int = _parameter(0, "seed of the net's initial weights (a run is reproducible on the same device and CPU threads)",
                            "Random seed", minimum=0, maximum=2**31 - 1)
 
     def __post_init__(self) -> None:

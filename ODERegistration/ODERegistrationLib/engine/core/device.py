@@ -3,6 +3,7 @@ memory runs out."""
 from __future__ import annotations
 
 import contextlib
+from typing import Iterator
 
 import torch
 
@@ -31,6 +32,22 @@ def choose_device(requested: str = "auto") -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int) -> Iterator[int]:
+    """torch's CPU thread count for one fit, restored after; yields the count in use (0 keeps the caller's).
+
+    Sums and convolutions split their work by the thread count, and a fit of a few hundred steps carries that last
+    bit into its result, so the same run on one and on two threads differs: the count belongs in its report.
+    """
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def net_precision(device: torch.device) -> contextlib.AbstractContextManager:

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 import torch
 
 from .. import __version__
-from ..core.device import DeviceError, choose_device, is_out_of_memory, out_of_memory_message
+from ..core.device import DeviceError, choose_device, cpu_threads, is_out_of_memory, out_of_memory_message
 from ..core.fields import clear_identity_grid_cache, compose, refine_inverse, smooth_folds
 from ..core.optimizer import optimize_fields
 from ..parameters import RegistrationParameters
@@ -121,9 +121,10 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
-        fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
-            fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
-            parameters, device, progress, cancel)
+        with cpu_threads(parameters.threads) as threads:
+            fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
+                fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
+                parameters, device, progress, cancel)
     except (RuntimeError, MemoryError) as error:
         if is_out_of_memory(error):
             raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error
@@ -178,7 +179,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         "inverse_consistency_mm": float(round_trip_mm.mean()),
         "inverse_consistency_max_mm": float(round_trip_mm.max()),
         "warnings": warnings,
-        "parameters": parameters.as_dict(),
+        "parameters": parameters.replace(threads=threads).as_dict(),
         "versions": {"oderegistration": __version__, "torch": torch.__version__, "SimpleITK": sitk.Version_VersionString(),
                      "python": platform.python_version()},
     }

@@ -249,7 +249,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
         "folded_voxels": int(sum(r.get("folded_voxels", 0) for r in phase_reports)),
         "per_phase": phase_reports,
         "labels": {str(v): _cycle(volumes[v]) for v in values},
-        "parameters": parameters.as_dict(), "versions": result.report["versions"],
+        "parameters": parameters.replace(threads=result.report["parameters"]["threads"]).as_dict(),
+        "versions": result.report["versions"],
     }
     if expert_labels is not None:
         report["expert"] = against_experts(propagated, expert_labels, values, voxel_ml)

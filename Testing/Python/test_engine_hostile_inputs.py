@@ -206,6 +206,25 @@ def test_memory_running_out_on_the_cpu_is_one_line(files, tmp_path, monkeypatch,
     assert message.startswith("oderegistration: error: CPU ran out of memory") and "--device cpu" not in message
 
 
+def test_an_operation_the_gpu_backend_lacks_is_one_line_that_points_to_the_cpu(files, tmp_path, monkeypatch,
+                                                                              capsys):
+    """`--device auto` picks Apple MPS on a Mac, where torch long had no 3-D grid_sample (pytorch#77764): the fit
+    stopped with torch's NotImplementedError as a traceback. It is now one line naming the device and the way out."""
+    import torch
+    from ODERegistrationLib.engine.pipeline import registration
+
+    def missing_operator(*arguments, **keywords):
+        raise NotImplementedError("The operator 'aten::grid_sampler_3d' is not currently implemented for the MPS "
+                                  "device.\nAs a temporary fix, you can set PYTORCH_ENABLE_MPS_FALLBACK=1")
+
+    monkeypatch.setattr(registration, "choose_device", lambda requested: torch.device("mps"))
+    monkeypatch.setattr(registration, "_fit_in_region", missing_operator)
+    assert register(files, tmp_path / "out", "--iterations", "2", "--roi", "whole") == 2
+    message = one_line_error(capsys)
+    assert message.startswith("oderegistration: error: MPS: this torch") and "'aten::grid_sampler_3d'" in message
+    assert message.endswith("retry with --device cpu") and not (tmp_path / "out").exists()
+
+
 def test_memory_running_out_after_the_fit_is_one_line_too(files, tmp_path, monkeypatch, capsys):
     from ODERegistrationLib.engine.pipeline import registration
 

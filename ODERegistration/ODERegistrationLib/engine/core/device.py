@@ -85,3 +85,10 @@ def out_of_memory_message(device: torch.device, shape) -> str:
     return (f"{device.type.upper()} ran out of memory registering an image of {' x '.join(map(str, shape))} voxels; "
             f"retry with a coarser working resolution (a larger --working-spacing-mm){on_cpu} or in a smaller region "
             "(--roi)")
+
+
+def unsupported_operation_message(device: torch.device, error: NotImplementedError) -> str:
+    """A GPU backend without an operator the fit needs (Apple MPS, which long had no 3-D grid_sample, for one):
+    the user can still run on the CPU."""
+    return (f"{device.type.upper()}: this torch ({torch.__version__}) lacks an operation the registration needs "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__}); retry with --device cpu")

@@ -20,7 +20,8 @@ import SimpleITK as sitk
 import torch
 
 from .. import __version__
-from ..core.device import DeviceError, choose_device, cpu_threads, is_out_of_memory, out_of_memory_message
+from ..core.device import (DeviceError, choose_device, cpu_threads, is_out_of_memory, out_of_memory_message,
+                           unsupported_operation_message)
 from ..core.fields import clear_identity_grid_cache, compose, refine_inverse, smooth_folds
 from ..core.optimizer import optimize_fields
 from ..parameters import RegistrationParameters
@@ -125,6 +126,10 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
             fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
                 fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
                 parameters, device, progress, cancel)
+    except NotImplementedError as error:
+        if device.type == "cpu":
+            raise
+        raise DeviceError(unsupported_operation_message(device, error)) from error
     except (RuntimeError, MemoryError) as error:
         if is_out_of_memory(error):
             raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error

@@ -134,8 +134,9 @@ class RegistrationParameters:
                                      minimum=1, maximum=15)
     integration_steps: int = _parameter(7, "scaling-and-squaring steps of exp", "Integration steps",
                                         minimum=0, maximum=20)
-    seed: int = _parameter(0, "seed of the net's initial weights (a run is reproducible on the same device and CPU threads)",
-                           "Random seed", minimum=0, maximum=2**31 - 1)
+    seed: int = _parameter(
+        0, "seed of the net's initial weights (a run is reproducible on the same device and CPU threads)",
+        "Random seed", minimum=0, maximum=2**31 - 1)
 
     def __post_init__(self) -> None:
         for name, spec in specs().items():

@@ -91,6 +91,16 @@ def test_each_phase_gets_its_own_through_plane_map(stack_run):
     assert result.report["folded_voxels"] == 0
 
 
+def test_the_report_keeps_the_mode_given_and_records_the_cpu_threads_used(run):
+    """The batch is fitted slice by slice on the caller's thread count: the report keeps the mode the user gave
+    (so that --parameters re-runs it as a sequence) and the thread count, on which the maps depend."""
+    import torch
+
+    _, output = run
+    parameters = json.loads((output / "report.json").read_text())["parameters"]
+    assert parameters["mode"] == "auto" and parameters["threads"] == torch.get_num_threads()
+
+
 def test_volumes_and_ejection_fraction_follow_from_the_labels(cine_piece_files, run):
     _, output = run
     report = json.loads((output / "report.json").read_text())

@@ -140,5 +140,16 @@ def test_a_fit_runs_on_the_cpu_threads_asked_for_and_its_report_records_them(sma
     report = register_images(fixed, moving, parameters.replace(threads=asked),
                              progress=lambda progress: seen.add(torch.get_num_threads())).report
     assert seen == {asked} and report["parameters"]["threads"] == asked and torch.get_num_threads() == before
-    assert register_images(fixed, moving, parameters).report["parameters"]["threads"] == before
+    report = register_images(fixed, moving, parameters).report
+    assert report["parameters"]["threads"] == before and not any("CPU threads" in w for w in report["warnings"])
+
+
+def test_more_cpu_threads_than_cores_are_warned_of(small_2d_pair):
+    """Threads beyond the cores only slow a fit (the demo with 5 iterations, on 2 cores: 24 s on 1024 threads, 4 s
+    on 2), so a run that was asked for them says so."""
+    import os
+
+    parameters = RegistrationParameters(iterations=2, region="whole", device="cpu", threads=os.cpu_count() + 1)
+    report = register_images(small_2d_pair["fixed"], small_2d_pair["moving"], parameters).report
+    assert any(f"ran on {os.cpu_count() + 1} CPU threads, more than" in warning for warning in report["warnings"])
 

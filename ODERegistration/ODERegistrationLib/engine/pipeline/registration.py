@@ -9,6 +9,7 @@ optimizer fits lives on the fixed grid. Outputs are ITK displacement fields in L
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -163,6 +164,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     if overlap < LOW_OVERLAP:
         warnings.append(f"{names['moving']} covers only {overlap * 100:.2g}% of {names['fixed']}'s field of view; "
                         "the map is fitted where both have data")
+    if device.type == "cpu" and threads > (os.cpu_count() or threads):
+        warnings.append(f"the fit ran on {threads} CPU threads, more than this machine's {os.cpu_count()} cores, which "
+                        "only slows it down (--threads 0 uses every core)")
     report = {
         "seconds": round(seconds, 3),
         "iterations": fields.iterations_run,

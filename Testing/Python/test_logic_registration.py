@@ -344,20 +344,25 @@ def test_a_background_run_fills_the_outputs_chosen_when_it_started_and_leaves_to
     assert chosen.GetTransformFromParent() is not None
 
 
-def test_a_panel_run_is_reproduced_exactly_by_the_parameters_in_its_report(mrml, cardiac_2d):
+def test_a_panel_run_is_reproduced_exactly_by_the_report_its_transform_keeps(mrml, cardiac_2d, tmp_path):
     """The panel's job leaves a core to the interface, so it fits on fewer threads than a script or the command
-    line, and a fit depends on the count: a panel result could not be reproduced from its report. The report now
-    records the count, and its parameters give the panel's map to the last bit outside Slicer's job."""
+    line, and a fit depends on the count: a panel result could not be reproduced from its report. The report (kept
+    on the forward transform node, saved with the scene) now records the count; written to a file, it is what
+    `--parameters` reads, and it gives the panel's map to the last bit outside Slicer's job."""
     import os
     import torch
+
+    from ODERegistrationLib.engine.presets import load_preset
 
     fixed, moving = cardiac_2d["fixed"], cardiac_2d["moving"]
     logic = RegistrationLogic(mrml.scene)
     run = logic.start(RegistrationRequest(fixed, moving, RegistrationParameters(iterations=5, region="whole")))
     run.job.wait(120)
     outputs = logic.finish(run)
-    assert outputs.report["parameters"]["threads"] == max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
-    again = register_images(image_from_volume(fixed), image_from_volume(moving),
-                            RegistrationParameters.from_dict(outputs.report["parameters"]))
+    report = tmp_path / "report.json"
+    report.write_text(outputs.forward_transform.GetAttribute("ODERegistration.report"))
+    parameters = load_preset(str(report))
+    assert parameters.threads == max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
+    again = register_images(image_from_volume(fixed), image_from_volume(moving), parameters)
     assert np.array_equal(*(sitk.GetArrayFromImage(result.forward) for result in (outputs.result, again)))
 

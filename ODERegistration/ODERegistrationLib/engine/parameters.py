@@ -135,8 +135,9 @@ class RegistrationParameters:
     integration_steps: int = _parameter(7, "scaling-and-squaring steps of exp", "Integration steps",
                                         minimum=0, maximum=20)
     seed: int = _parameter(
-        0, "seed of the net's initial weights (a run is reproducible on the same device and CPU threads)",
-        "Random seed", minimum=0, maximum=2**31 - 1)
+        0, "seed of the net's initial weights (a run is reproducible bit for bit on the same CPU with the same "
+        "threads; not on a CUDA GPU, where torch has no deterministic gradient of grid_sample)", "Random seed",
+        minimum=0, maximum=2**31 - 1)
 
     def __post_init__(self) -> None:
         for name, spec in specs().items():

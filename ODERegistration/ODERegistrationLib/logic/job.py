@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 import torch
 
 from ..engine import Progress, RegistrationCancelled
+from ..engine.core.device import cpu_threads
 from ..engine.progress import CancelCheck, ProgressCallback
 
 EngineTask = Callable[[ProgressCallback, CancelCheck], Any]
@@ -38,13 +39,9 @@ class EngineJob:
         self._thread.start()
 
     def _run_leaving_a_core(self) -> None:
-        threads = torch.get_num_threads()
-        if self.device in ("auto", "cpu"):
-            torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
-        try:
+        leave_a_core = self.device in ("auto", "cpu")
+        with cpu_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1)) if leave_a_core else 0):
             self.run()
-        finally:
-            torch.set_num_threads(threads)
 
     def run(self) -> None:
         """Run in the calling thread; errors are kept in ``error`` rather than raised."""

@@ -33,16 +33,22 @@ def add_segmentation(scene, labels, reference, name):
     return segmentation
 
 
+REPRESENTATIONS = ("Binary labelmap", "Closed surface", "Planar contour", "Fractional labelmap")
+
+
 def input_state(nodes):
-    """Each input's identity, name, parent transform, storage node, voxels and segments."""
+    """Each input's identity, name, parent transform, storage node, voxels, and segments with the representations
+    they hold."""
     state = []
     for node in nodes:
         content = None
         if node.IsA("vtkMRMLVolumeNode"):
             content = np.array(slicer.util.arrayFromVolume(node), copy=True)
         elif node.IsA("vtkMRMLSegmentationNode"):
-            content = [node.GetSegmentation().GetNthSegment(i).GetName()
-                       for i in range(node.GetSegmentation().GetNumberOfSegments())]
+            segmentation = node.GetSegmentation()
+            content = [segmentation.GetSourceRepresentationName()] + [
+                (segment.GetName(), [name for name in REPRESENTATIONS if segment.GetRepresentation(name) is not None])
+                for segment in map(segmentation.GetNthSegment, range(segmentation.GetNumberOfSegments()))]
         state.append((node.GetID(), node.GetName(), node.GetTransformNodeID(), node.GetStorageNodeID(), content))
     return state
 
@@ -102,6 +108,42 @@ def test_2d_outputs_agree_with_engine_and_independent_readers(mrml, cardiac_2d):
         assert score.dice == pytest.approx(engine, abs=1e-6)
         assert engine > outputs.report["labels"][str(label)]["before"]["dice"]
     assert outputs.segment_names == {"1": "RV cavity", "2": "LV myocardium", "3": "LV cavity"}
+
+
+def test_a_segmentation_drawn_as_a_closed_surface_is_propagated_and_left_as_it_was(mrml, cardiac_2d):
+    """A segmentation whose source is a closed surface (made from a model, or planar contours from an RT structure
+    set) has no voxels until converted. It is propagated all the same, and the user's node keeps its one
+    representation: exporting it in place used to add a binary labelmap to it."""
+    fixed, moving = cardiac_2d["fixed"], cardiac_2d["moving"]
+    lv_cavity = labels_from_segmentation_array(cardiac_2d["moving_segmentation"], moving) == 3
+    centre_ijk = list(np.argwhere(lv_cavity).mean(axis=0)[::-1]) + [0] * (4 - lv_cavity.ndim)
+    centre_ijk[3] = 1
+    ijk_to_ras = slicer.util.arrayFromVTKMatrix(_ijk_to_ras(moving))
+    sphere = vtk.vtkSphereSource()
+    sphere.SetCenter(*(ijk_to_ras @ centre_ijk)[:3])
+    sphere.SetRadius(20)
+    sphere.SetThetaResolution(64)
+    sphere.SetPhiResolution(64)
+    sphere.Update()
+    model = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "LV model")
+    model.GetSegmentation().SetSourceRepresentationName("Closed surface")
+    model.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "LV cavity", [1, 0, 0])
+    before = input_state([model])
+
+    outputs = RegistrationLogic(mrml.scene).run(
+        RegistrationRequest(fixed, moving, RegistrationParameters(iterations=20), model))
+
+    assert_unchanged(before, input_state([model]))
+    assert before[0][4] == ["Closed surface", ("LV cavity", ["Closed surface"])]
+    disc = labels_from_segmentation_array(model, moving)
+    pixel_mm2 = moving.GetSpacing()[0] * moving.GetSpacing()[1]
+    assert disc.sum() * pixel_mm2 == pytest.approx(np.pi * 20 ** 2, rel=0.1)  # the sphere's cut through the slice
+    propagated = labels_from_segmentation_array(outputs.propagated_segmentation, fixed)
+    assert propagated.any() and np.array_equal(propagated, sitk.GetArrayFromImage(outputs.result.warped_labels))
+
+
+def labels_from_segmentation_array(segmentation, reference):
+    return sitk.GetArrayFromImage(labels_from_segmentation(segmentation, reference))
 
 
 def _ijk_to_ras(node):

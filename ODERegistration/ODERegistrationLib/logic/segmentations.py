@@ -63,16 +63,23 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
 def _exported(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence[str],
               reference_volume: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
     """Segments ``ids`` as one label map on the reference grid (Slicer's export: a later segment wins a shared
-    voxel), through a temporary labelmap node that is removed again with whatever the export added."""
+    voxel), through temporary nodes that are removed again with whatever the export added.
+
+    The export runs on a copy of the segmentation: exporting a segmentation whose source is not a binary labelmap
+    (a closed surface from a model, planar contours from an RT structure set) adds a labelmap representation to
+    the node exported, and the user's node must come back as it was given."""
     id_array = vtk.vtkStringArray()
     for segment_id in ids:
         id_array.InsertNextValue(segment_id)
     scene = segmentation_node.GetScene()
     nodes_before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "ODERegistration temporary segmentation")
+    copy.GetSegmentation().DeepCopy(segmentation_node.GetSegmentation())
+    copy.SetAndObserveTransformNodeID(segmentation_node.GetTransformNodeID())
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ODERegistration temporary labels")
     try:
         exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            segmentation_node, id_array, labelmap, reference_volume)
+            copy, id_array, labelmap, reference_volume)
         if not exported:
             raise RuntimeError(f"{segmentation_node.GetName()}: its segments could not be exported to a label map")
         return image_from_volume(labelmap)

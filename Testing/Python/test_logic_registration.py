@@ -367,6 +367,43 @@ def test_automatic_region_and_masks_from_segmentations(mrml, cardiac_2d):
     assert whole.report["region"]["source"] == "whole image" and whole.region_roi is None
 
 
+def saved_mrml(scene, nodes):
+    """How the scene file would store each node and its display nodes: MRML's own writer, one element a line."""
+    ids = {node.GetID() for node in nodes} | {
+        node.GetNthDisplayNodeID(index) for node in nodes if node.IsA("vtkMRMLDisplayableNode")
+        for index in range(node.GetNumberOfDisplayNodes())}
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    elements = {}
+    for line in scene.GetSceneXMLString().splitlines():
+        node_id = next((word[4:-1] for word in line.split() if word.startswith('id="')), None)
+        if node_id in ids:
+            elements[node_id] = line
+    assert set(elements) == ids
+    return elements
+
+
+def test_a_run_with_every_input_leaves_the_inputs_as_a_saved_scene_holds_them(mrml, cardiac_2d):
+    """Every attribute the scene file keeps of the inputs, their display nodes included (attributes, reference
+    geometry, display settings), compared by MRML's own writer: input_state looks at what a run is known to touch,
+    this at everything a user would find changed on reopening the scene."""
+    fixed, moving = cardiac_2d["fixed"], cardiac_2d["moving"]
+    box = mrml.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    bounds = [0.0] * 6
+    moving.GetRASBounds(bounds)
+    box.SetXYZ(*(0.5 * (bounds[2 * axis] + bounds[2 * axis + 1]) for axis in range(3)))
+    box.SetSize(0.5 * (bounds[1] - bounds[0]), 0.5 * (bounds[3] - bounds[2]), 10.0)
+    inputs = [fixed, moving, cardiac_2d["moving_segmentation"], cardiac_2d["fixed_segmentation"], box]
+    before = saved_mrml(mrml.scene, inputs)
+
+    RegistrationLogic(mrml.scene).run(RegistrationRequest(
+        fixed, moving, RegistrationParameters(iterations=10), cardiac_2d["moving_segmentation"],
+        cardiac_2d["fixed_segmentation"], region_roi=box, fixed_mask=cardiac_2d["fixed_segmentation"],
+        moving_mask=cardiac_2d["moving_segmentation"]))
+
+    assert saved_mrml(mrml.scene, inputs) == before
+
+
 def test_a_background_run_fills_the_outputs_chosen_when_it_started_and_leaves_torch_as_it_found_it(mrml, cardiac_2d):
     """The panel used to read its output choices when the job ended, from a parameter node that leaving the module
     had dropped: the result was lost. A run now carries the choices made at Apply. The job also used to leave

@@ -18,7 +18,7 @@ from ODERegistrationLib.logic.headless import add_volume, load_volume_sequence  
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
 from conftest import grid_points, transform_point_difference  # noqa: E402
-from test_logic_registration import add_segment_around  # noqa: E402
+from test_logic_registration import add_segment_around, saved_mrml  # noqa: E402
 
 REFERENCE = 2  # the ED frame of the piece, where the segmentation is drawn
 ITERATIONS = "40"
@@ -120,6 +120,16 @@ def test_a_cine_under_a_transform_is_read_and_shown_where_the_user_sees_it(mrml,
     shown = labels_from_segmentation(browser.GetProxyNode(outputs.segmentation_sequence),
                                      browser.GetProxyNode(sequence))
     assert np.array_equal(sitk.GetArrayFromImage(shown), sitk.GetArrayFromImage(outputs.result.labels[0]))
+
+
+def test_a_run_leaves_the_cine_and_its_segmentation_as_the_scene_saves_them(mrml, cine_piece_files):
+    """Only the browser may change (it gains the output sequences); the cine, the frame shown and the contours
+    drawn on it stay as MRML's scene writer saves them, display nodes included."""
+    sequence, browser, segmentation = scene_with_cine(mrml, cine_piece_files)
+    inputs = [sequence, browser.GetProxyNode(sequence), segmentation]
+    before = saved_mrml(mrml.scene, inputs)
+    SequenceLogic(mrml.scene, mrml.logics.sequences).run(request(sequence, segmentation))
+    assert saved_mrml(mrml.scene, inputs) == before
 
 
 def test_a_cancelled_run_changes_nothing(mrml, cine_piece_files):

@@ -110,10 +110,14 @@ def test_2d_outputs_agree_with_engine_and_independent_readers(mrml, cardiac_2d):
     assert outputs.segment_names == {"1": "RV cavity", "2": "LV myocardium", "3": "LV cavity"}
 
 
+def labels_from_segmentation_array(segmentation, reference):
+    return sitk.GetArrayFromImage(labels_from_segmentation(segmentation, reference))
+
+
 def test_a_segmentation_drawn_as_a_closed_surface_is_propagated_and_left_as_it_was(mrml, cardiac_2d):
-    """A segmentation whose source is a closed surface (made from a model, or planar contours from an RT structure
-    set) has no voxels until converted. It is propagated all the same, and the user's node keeps its one
-    representation: exporting it in place used to add a binary labelmap to it."""
+    """A segmentation whose source is a closed surface (made from a model, say) has no voxels until converted. It
+    is propagated all the same, and the user's node keeps its one representation: exporting it in place used to
+    add a binary labelmap to it."""
     fixed, moving = cardiac_2d["fixed"], cardiac_2d["moving"]
     lv_cavity = labels_from_segmentation_array(cardiac_2d["moving_segmentation"], moving) == 3
     centre_ijk = list(np.argwhere(lv_cavity).mean(axis=0)[::-1]) + [0] * (4 - lv_cavity.ndim)
@@ -140,10 +144,6 @@ def test_a_segmentation_drawn_as_a_closed_surface_is_propagated_and_left_as_it_w
     assert disc.sum() * pixel_mm2 == pytest.approx(np.pi * 20 ** 2, rel=0.1)  # the sphere's cut through the slice
     propagated = labels_from_segmentation_array(outputs.propagated_segmentation, fixed)
     assert propagated.any() and np.array_equal(propagated, sitk.GetArrayFromImage(outputs.result.warped_labels))
-
-
-def labels_from_segmentation_array(segmentation, reference):
-    return sitk.GetArrayFromImage(labels_from_segmentation(segmentation, reference))
 
 
 def _ijk_to_ras(node):
@@ -368,7 +368,8 @@ def test_automatic_region_and_masks_from_segmentations(mrml, cardiac_2d):
 
 
 def saved_mrml(scene, nodes):
-    """How the scene file would store each node and its display nodes: MRML's own writer, one element a line."""
+    """How the scene file would store each node and its display nodes: MRML's own writer, which puts an element's
+    attributes on one line."""
     ids = {node.GetID() for node in nodes} | {
         node.GetNthDisplayNodeID(index) for node in nodes if node.IsA("vtkMRMLDisplayableNode")
         for index in range(node.GetNumberOfDisplayNodes())}

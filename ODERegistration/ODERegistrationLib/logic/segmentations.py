@@ -66,8 +66,8 @@ def _exported(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence
     voxel), through temporary nodes that are removed again with whatever the export added.
 
     The export runs on a copy of the segmentation: exporting a segmentation whose source is not a binary labelmap
-    (a closed surface from a model, planar contours from an RT structure set) adds a labelmap representation to
-    the node exported, and the user's node must come back as it was given."""
+    (a closed surface made from a model, say) adds a labelmap representation to the node exported, and the
+    user's node must come back as it was given."""
     id_array = vtk.vtkStringArray()
     for segment_id in ids:
         id_array.InsertNextValue(segment_id)

@@ -1,7 +1,8 @@
 """Segmentation nodes <-> label maps, keeping segment names, colours and terminology."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+import contextlib
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -34,17 +35,18 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
     the same name there, and unmatched segments are left out: that is how fixed and moving segments are paired
     for scoring. ``exclusive`` refuses segments that share voxels: a label map holds one segment per voxel, so the
     earlier segment would be propagated and scored without them (a mask, which only counts its union, passes
-    ``False``). Temporary labelmap nodes are used for the export and removed again, so the scene is unchanged.
+    ``False``). The export works on a temporary copy of the segmentation, removed again, so the scene is unchanged.
     """
     ids = segment_ids(segmentation_node)
     if not ids:
         raise InputError(f"{segmentation_node.GetName()}: has no segments; draw at least one, or leave it out")
-    labels = sitk.Cast(_exported(segmentation_node, ids, reference_volume), sitk.sitkUInt16)
-    if not sitk.GetArrayViewFromImage(labels).any():
-        raise InputError(f"{segmentation_node.GetName()}: none of its segments covers a voxel of "
-                         f"{reference_volume.GetName()}; draw them on that volume")
-    if exclusive and len(ids) > 1:
-        _refuse_overlaps(segmentation_node, ids, reference_volume)
+    with _working_copy(segmentation_node) as copy:
+        labels = sitk.Cast(_exported(copy, ids, reference_volume), sitk.sitkUInt16)
+        if not sitk.GetArrayViewFromImage(labels).any():
+            raise InputError(f"{segmentation_node.GetName()}: none of its segments covers a voxel of "
+                             f"{reference_volume.GetName()}; draw them on that volume")
+        if exclusive and len(ids) > 1:
+            _refuse_overlaps(copy, ids, reference_volume)
     if numbered_like is None:
         return labels
     array = sitk.GetArrayFromImage(labels)
@@ -60,34 +62,41 @@ def labels_from_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode"
     return matched
 
 
-def _exported(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence[str],
-              reference_volume: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
-    """Segments ``ids`` as one label map on the reference grid (Slicer's export: a later segment wins a shared
-    voxel), through temporary nodes that are removed again with whatever the export added.
+@contextlib.contextmanager
+def _working_copy(segmentation_node: "slicer.vtkMRMLSegmentationNode") -> Iterator["slicer.vtkMRMLSegmentationNode"]:
+    """A copy of the segmentation to export from, with its name and parent transform; on leaving, the copy and every
+    node added while it was in use (the exports' labelmaps) are removed again.
 
-    The export runs on a copy of the segmentation: exporting a segmentation whose source is not a binary labelmap
-    (a closed surface made from a model, say) adds a labelmap representation to the node exported, and the
-    user's node must come back as it was given."""
-    id_array = vtk.vtkStringArray()
-    for segment_id in ids:
-        id_array.InsertNextValue(segment_id)
+    Exporting a segmentation whose source is not a binary labelmap (a closed surface made from a model, say) adds a
+    labelmap representation to the node exported, and the user's node must come back as it was given. One copy
+    serves every export of a call, so the conversion is done once."""
     scene = segmentation_node.GetScene()
     nodes_before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
-    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "ODERegistration temporary segmentation")
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", segmentation_node.GetName())
     copy.GetSegmentation().DeepCopy(segmentation_node.GetSegmentation())
     copy.SetAndObserveTransformNodeID(segmentation_node.GetTransformNodeID())
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "ODERegistration temporary labels")
     try:
-        exported = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-            copy, id_array, labelmap, reference_volume)
-        if not exported:
-            raise RuntimeError(f"{segmentation_node.GetName()}: its segments could not be exported to a label map")
-        return image_from_volume(labelmap)
+        yield copy
     finally:
         added = [scene.GetNthNode(index) for index in range(scene.GetNumberOfNodes())]
         for node in added:
             if node.GetID() not in nodes_before:
                 scene.RemoveNode(node)
+
+
+def _exported(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence[str],
+              reference_volume: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
+    """Segments ``ids`` as one label map on the reference grid (Slicer's export: a later segment wins a shared
+    voxel), through a labelmap node added to the scene (a :func:`_working_copy` removes it)."""
+    id_array = vtk.vtkStringArray()
+    for segment_id in ids:
+        id_array.InsertNextValue(segment_id)
+    labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
+                                                              "ODERegistration temporary labels")
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, id_array, labelmap, reference_volume):
+        raise RuntimeError(f"{segmentation_node.GetName()}: its segments could not be exported to a label map")
+    return image_from_volume(labelmap)
 
 
 def _refuse_overlaps(segmentation_node: "slicer.vtkMRMLSegmentationNode", ids: Sequence[str],

@@ -39,8 +39,8 @@ class EngineJob:
         self._thread.start()
 
     def _run_leaving_a_core(self) -> None:
-        leave_a_core = self.device in ("auto", "cpu")
-        with cpu_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1)) if leave_a_core else 0):
+        all_but_one_core = max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
+        with cpu_threads(all_but_one_core if self.device in ("auto", "cpu") else 0):
             self.run()
 
     def run(self) -> None:

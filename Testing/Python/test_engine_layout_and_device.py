@@ -152,4 +152,3 @@ def test_more_cpu_threads_than_cores_are_warned_of(small_2d_pair):
     parameters = RegistrationParameters(iterations=2, region="whole", device="cpu", threads=os.cpu_count() + 1)
     report = register_images(small_2d_pair["fixed"], small_2d_pair["moving"], parameters).report
     assert any(f"ran on {os.cpu_count() + 1} CPU threads, more than" in warning for warning in report["warnings"])
-

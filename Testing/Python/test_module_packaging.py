@@ -50,10 +50,31 @@ def test_parameter_bindings_are_the_parameter_node_and_every_engine_parameter():
     assert not declared & set(specs()), "an engine parameter declared a second time in the module"
 
 
+def enclosing_sections(tree: ElementTree.ElementTree) -> dict:
+    """Each widget's name -> the name of the innermost collapsible section holding it (None outside any)."""
+    sections = {}
+
+    def visit(element, section):
+        for child in element:
+            if child.tag == "widget":
+                sections[child.get("name")] = section
+                if child.get("class") == "ctkCollapsibleButton":
+                    visit(child, child.get("name"))
+                    continue
+            visit(child, section)
+    visit(tree.getroot(), None)
+    return sections
+
+
 def test_every_engine_parameter_widget_shows_its_default_range_choices_and_help():
-    """Before a parameter node exists the panel shows the .ui's values: they must be the engine's."""
+    """Before a parameter node exists the panel shows the .ui's values: they must be the engine's, and so must
+    each widget's row label and its section (Advanced or not)."""
+    tree = ElementTree.parse(UI_FILE)
+    sections = enclosing_sections(tree)
+    row_labels = {widget.get("name"): widget.findtext("property[@name='text']/string")
+                  for widget in tree.iter("widget") if widget.get("class") == "QLabel"}
     checked = set()
-    for widget in ElementTree.parse(UI_FILE).iter("widget"):
+    for widget in tree.iter("widget"):
         properties = {prop.get("name"): prop for prop in widget.findall("property")}
         name = properties.get("SlicerParameterName")
         name = name.findtext("string") if name is not None else None
@@ -61,6 +82,8 @@ def test_every_engine_parameter_widget_shows_its_default_range_choices_and_help(
             continue
         spec, default = specs()[name], defaults()[name]
         assert spec.help[1:] in properties["toolTip"].findtext("string"), name
+        assert row_labels.get(widget.get("name") + "Label") == spec.label + ":", name
+        assert (sections[widget.get("name")] == "advancedCollapsibleButton") == spec.advanced, name
         if spec.choices:
             offered = [item.find("property").findtext("string") for item in widget.findall("item")]
             assert widget.get("class") == "QComboBox" and offered == list(spec.choices), name

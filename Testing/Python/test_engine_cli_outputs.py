@@ -146,6 +146,35 @@ def test_the_qa_picture_shows_both_label_maps_as_contours_and_dice_in_its_title(
     assert magenta[:, : columns // 4].sum() > 50 and magenta[:, columns // 4: columns // 2].sum() > 100
 
 
+def test_the_qa_picture_outlines_the_fitted_region_on_det_j_only(run):
+    """det J shows the region's straight edges, where the fitted map meets its fade to the identity; the box is
+    drawn there (dashed orange, a colour det J's blue-white-red never takes) so a reader can tell them apart."""
+    import matplotlib.colors
+    import matplotlib.image
+
+    from ODERegistrationLib.engine.pipeline.qa import REGION_OUTLINE
+
+    _, _, output = run
+    pixels = matplotlib.image.imread(str(output / "qa.png"))[..., :3]
+    orange = np.all(np.abs(pixels - matplotlib.colors.to_rgb(REGION_OUTLINE)) < 0.15, axis=-1)
+    rows, columns = orange.shape
+    assert orange[rows // 2:, 3 * columns // 4:].sum() > 100  # the det J panel, last of the second row
+    assert orange.sum() == orange[rows // 2:, 3 * columns // 4:].sum()
+
+
+def test_the_region_outline_follows_the_shown_plane():
+    """The report's box is in (i, j, k) order and the panels show array rows and columns: a 2-D image, a stack cut
+    across k, a single sagittal slice cut across i; nothing for the whole image or a slice outside the box."""
+    from ODERegistrationLib.engine.pipeline.qa import region_outline
+
+    box = {"source": "moving labels", "index_start": [5, 7, 2], "index_size": [20, 30, 4]}
+    assert region_outline({**box, "index_start": [5, 7], "index_size": [20, 30]}, 2, None, None) == (4.5, 6.5, 20, 30)
+    assert region_outline(box, 3, 0, 3) == (4.5, 6.5, 20, 30)
+    assert region_outline(box, 3, 2, 10) == (6.5, 1.5, 30, 4)
+    assert region_outline(box, 3, 0, 6) is None
+    assert region_outline({**box, "source": "whole image"}, 3, 0, 3) is None
+
+
 def test_the_qa_picture_of_a_stack_shows_the_slice_its_labels_cover_most():
     """Labels drawn on a few slices of a stack: the picture showed the stack's middle slice, which held none of
     them, so the clinician saw no contour at all. Without labels it shows the middle of the fitted region."""

@@ -17,6 +17,8 @@ FIXED_CONTOUR = "#00ff00"
 """Fixed (reference) labels: solid green."""
 PROPAGATED_CONTOUR = "#ff00ff"
 """Propagated moving labels: dashed magenta."""
+REGION_OUTLINE = "#ff8c00"
+"""The region the map was fitted in, on the det J panel: dashed orange (neither red nor blue of det J's colours)."""
 
 
 def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationResult, path: str | os.PathLike,
@@ -71,6 +73,12 @@ def save_qa_figure(fixed: sitk.Image, moving: sitk.Image, result: RegistrationRe
     image = axes[1, 3].imshow(jacobian_slice, cmap="bwr", vmin=0.0, vmax=2.0, origin="upper", aspect=aspect)
     axes[1, 3].set_title(f"det J (min {result.report['min_jacobian']:.2f}, folded voxels "
                          f"{result.report['folded_voxels']})", fontsize=9)
+    outline = region_outline(result.report["region"], dim, across, shown)
+    if outline is not None:
+        from matplotlib.patches import Rectangle
+
+        axes[1, 3].add_patch(Rectangle(outline[:2], *outline[2:], fill=False, edgecolor=REGION_OUTLINE,
+                                       linestyle="dashed", linewidth=1.2))
     figure.colorbar(image, ax=axes[1, 3], fraction=0.046)
     for axis in axes.flat:
         axis.set_axis_off()
@@ -92,12 +100,27 @@ def _title(result: RegistrationResult) -> str:
 def _caption(result: RegistrationResult, where: str) -> str:
     region = result.report["region"]
     outside = ("" if region["source"] == "whole image" else
-               f" Outside the region it was fitted in ({' x '.join(map(str, region['index_size']))} voxels) the map "
-               f"fades to the identity over {region['fade_mm']:g} mm.")
+               f" Outside the region it was fitted in ({' x '.join(map(str, region['index_size']))} voxels, dashed "
+               f"orange on det J) the map fades to the identity over {region['fade_mm']:g} mm, so det J may show the "
+               "box's edges.")
     return (f"All panels show {where} on the fixed grid. det J is the forward map's local change of area/volume: "
             "white = unchanged, blue = compressed, red = expanded, folded where <= 0. The velocities live on a grid "
             f"{result.report['parameters']['net_downsampling']}x coarser than each pyramid level, so det J varies "
             f"smoothly over blocks of that size.{outside}")
+
+
+def region_outline(region: dict, dim: int, across: Optional[int],
+                   shown: Optional[int]) -> Optional[Tuple[float, float, int, int]]:
+    """The fitted region's box on the shown slice as (column, row, width, height) in the panel's pixel coordinates
+    (voxel centres at integers); None for the whole image or a slice outside the box. It tells where the map is
+    fitted and where it only fades out, which det J's straight edges otherwise leave a reader to guess."""
+    start, size = region["index_start"], region["index_size"]  # in (i, j[, k]) order: array axis a is dim - 1 - a
+    if region["source"] == "whole image":
+        return None
+    if across is not None and not 0 <= shown - start[dim - 1 - across] < size[dim - 1 - across]:
+        return None
+    rows_axis, columns_axis = (dim - 1 - axis for axis in range(dim) if axis != across)
+    return start[columns_axis] - 0.5, start[rows_axis] - 0.5, size[columns_axis], size[rows_axis]
 
 
 def _slice_axis(image: sitk.Image) -> Optional[int]:

@@ -36,6 +36,7 @@ CASES = {
     "dimension mismatch": (lambda: image_2d(), lambda: sitk.Image([16, 16, 16], sitk.sitkFloat32) + 1.0, "same dimension"),
     "4-D image": (lambda: image_2d(), lambda: sitk.JoinSeries([sitk.Image([8, 8, 8], sitk.sitkFloat32)] * 2), "4-D"),
     "vector image": (lambda: image_2d(), lambda: sitk.Image([16, 16], sitk.sitkVectorFloat32, 3), "components"),
+    "complex image": (lambda: image_2d(), lambda: sitk.Cast(image_2d(), sitk.sitkComplexFloat32), "complex numbers"),
     "constant image": (lambda: image_2d(np.full((32, 32), 7, np.float32)), lambda: image_2d(), "constant"),
     "NaN": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.nan, 1.0).astype(np.float32)), "NaN"),
     "infinity": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.inf, 1.0).astype(np.float32)), "infinite"),
@@ -99,6 +100,13 @@ def test_labels_on_another_grid(tmp_path, capsys, write):
     labels = write("labels.nii.gz", sitk.Image([16, 16], sitk.sitkUInt8))
     code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--moving-labels", labels)
     assert code == 2 and labels in message and "grid" in message and not output.exists()
+
+
+def test_complex_labels_are_refused(tmp_path, capsys, write):
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
+    labels = write("labels.nrrd", sitk.Cast(image_2d(np.eye(32, dtype=np.float32)), sitk.sitkComplexFloat32))
+    code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--moving-labels", labels)
+    assert code == 2 and labels in message and "scalar" in message and not output.exists()
 
 
 def test_images_that_do_not_overlap(tmp_path, capsys, write):

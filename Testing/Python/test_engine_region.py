@@ -50,6 +50,25 @@ def test_an_explicit_box_selects_the_same_voxels_as_its_corners(small_2d_pair):
     assert np.allclose(description["physical_lower_mm"], np.minimum(lower, upper))
 
 
+def test_a_box_below_zero_is_taken_by_the_command_line_as_written(small_2d_pair, tmp_path, capsys):
+    """LPS corners copied from Slicer usually start with a minus sign, which argparse reads as an option."""
+    from ODERegistrationLib.cli.main import main
+
+    for key in ("fixed", "moving"):
+        image = sitk.Image(small_2d_pair[key])
+        image.SetOrigin((-400.0, -420.0))
+        sitk.WriteImage(image, str(tmp_path / f"{key}.nii.gz"))
+    fixed = sitk.ReadImage(str(tmp_path / "fixed.nii.gz"))
+    lower, upper = fixed.TransformIndexToPhysicalPoint((10, 20)), fixed.TransformIndexToPhysicalPoint((60, 90))
+    assert max(lower + upper) < 0
+    box = ",".join(f"{value:g}" for value in lower + upper)
+    assert main(["register", "--fixed", str(tmp_path / "fixed.nii.gz"), "--moving", str(tmp_path / "moving.nii.gz"),
+                 "--output-dir", str(tmp_path / "out"), "--roi", box, "--iterations", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    region = json.loads((tmp_path / "out" / "report.json").read_text())["region"]
+    assert region["index_start"] == [10, 20] and region["index_size"] == [51, 71]
+
+
 def test_on_an_oblique_stack_a_box_of_the_region_s_physical_corners_covers_the_region(oblique_stack):
     """The region's physical extent, given back as a box, covers at least the same voxels (more: the image is
     oblique, so the axis-aligned physical box is larger than the voxel box)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -120,6 +121,18 @@ def _region_choice(text: str):
     return numbers[:len(numbers) // 2], numbers[len(numbers) // 2:]
 
 
+def _box_joined_to_its_option(argv: List[str]) -> List[str]:
+    """``--roi -40,-60,30,20`` as ``--roi=-40,-60,30,20``: argparse takes a value that starts with a minus sign for
+    an option of its own, and a box in LPS millimetres usually starts below zero."""
+    joined = []
+    for token in argv:
+        if joined and joined[-1] == specs()["region"].flag and re.match(r"-[\d.]", token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
 def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationParameters:
     """The preset (or an earlier run's parameters), with the options the user gave; ValueError when a value or
     the preset is not acceptable."""
@@ -134,7 +147,7 @@ def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationPara
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(_box_joined_to_its_option(sys.argv[1:] if argv is None else argv))
     try:
         parameters = parameters_from_arguments(arguments)
     except ValueError as error:

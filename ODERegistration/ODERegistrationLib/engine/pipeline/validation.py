@@ -21,11 +21,19 @@ class InputError(ValueError):
     """An input image or label map cannot be registered; the message names the input and the problem."""
 
 
+COMPLEX_PIXELS = (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
+"""One component per voxel, yet not a grey level: SimpleITK cannot cast them to float (an MR file can hold raw
+k-space or phase data this way)."""
+
+
 def check_image(image: sitk.Image, name: str) -> np.ndarray:
     """Return the image's array as float32 after checking it is a finite, non-constant 2-D or 3-D scalar image."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
                          "a scalar (grey-level) image is needed")
+    if image.GetPixelID() in COMPLEX_PIXELS:
+        raise InputError(f"{name}: holds complex numbers; a real-valued (grey-level) image is needed, such as "
+                         "the magnitude")
     if image.GetDimension() not in (2, 3):
         raise InputError(f"{name}: is {image.GetDimension()}-D; only 2-D images and 3-D volumes can be registered")
     if min(image.GetSize()) == 0 or image.GetNumberOfPixels() < 4:
@@ -68,7 +76,8 @@ def same_grid(image: sitk.Image, other: sitk.Image) -> bool:
 
 def check_labels(labels: sitk.Image, image: sitk.Image, labels_name: str, image_name: str) -> np.ndarray:
     """Labels must be integer-valued, non-negative and lie on exactly the grid of their image."""
-    if labels.GetNumberOfComponentsPerPixel() != 1 or labels.GetDimension() != image.GetDimension():
+    if (labels.GetNumberOfComponentsPerPixel() != 1 or labels.GetPixelID() in COMPLEX_PIXELS
+            or labels.GetDimension() != image.GetDimension()):
         raise InputError(f"{labels_name}: is not a scalar {image.GetDimension()}-D label map like {image_name}")
     if not same_grid(labels, image):
         raise InputError(f"{labels_name}: its grid (size {labels.GetSize()}, spacing "

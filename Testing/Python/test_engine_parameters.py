@@ -133,7 +133,10 @@ def test_labels_the_map_leaves_where_they_were_are_flagged_even_when_the_similar
     still = RegistrationParameters(learning_rate=1e-7, iterations=30, region="whole")
     report = register_images(small_2d_pair["fixed"], small_2d_pair["moving"], still,
                              moving_labels=small_2d_pair["moving_labels"]).report
-    assert any(flagged in warning for warning in report["warnings"])
+    assert any(flagged in warning and "--roi auto" in warning for warning in report["warnings"])
+    in_region = register_images(small_2d_pair["fixed"], small_2d_pair["moving"], still.replace(region="auto"),
+                                moving_labels=small_2d_pair["moving_labels"]).report
+    assert any(flagged in warning and "--roi" not in warning for warning in in_region["warnings"])  # it had that
     registered = register_images(small_2d_pair["fixed"], small_2d_pair["moving"], RegistrationParameters(iterations=30),
                                  moving_labels=small_2d_pair["moving_labels"]).report
     assert not any(flagged in warning for warning in registered["warnings"])

@@ -197,7 +197,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)
-        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed))
+        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed, parameters.region == "whole"))
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
             warnings.extend(_unpaired_labels_warning(fixed_labels, moving_labels, names))
@@ -284,15 +284,18 @@ def _maskless_slices_warnings(layout: TensorLayout, region: Region, names: Dict[
     return warnings
 
 
-def _unmoved_labels_warning(warped_labels: sitk.Image, forward: sitk.Image, fixed: sitk.Image) -> List[str]:
+def _unmoved_labels_warning(warped_labels: sitk.Image, forward: sitk.Image, fixed: sitk.Image,
+                            whole_image_asked: bool) -> List[str]:
     """A warning when the map moves the propagated labels by less than half a voxel: the similarity may have
-    improved elsewhere (a whole image's thorax) while the labels stayed where they were."""
+    improved elsewhere (a whole image's thorax) while the labels stayed where they were. Fitting the region around
+    them is advice only for a run asked to fit the whole image."""
     inside = sitk.GetArrayViewFromImage(warped_labels) != 0
     moved_mm = float(np.linalg.norm(sitk.GetArrayViewFromImage(forward)[inside], axis=-1).max(initial=0.0))
     if moved_mm >= 0.5 * min(fixed.GetSpacing()):
         return []
+    advice = "fit the region around the labels (--roi auto)" if whole_image_asked else "raise the learning rate"
     return [f"the map moves the labels by at most {moved_mm:.2g} mm, less than half a voxel: they are propagated "
-            "essentially unregistered; check the inputs, or fit the region around the labels (--roi auto)"]
+            f"essentially unregistered; check the inputs, or {advice}"]
 
 
 def _without_folds(field: torch.Tensor, voxels: np.ndarray, layout: TensorLayout):

@@ -95,6 +95,10 @@ def test_a_box_that_misses_the_image_is_refused(small_2d_pair):
         region_from_box([0.0], [1.0, 2.0, 3.0], fixed)
     with pytest.raises(InputError, match=r"misses the image \(voxels \[\d.*e\+299"):  # was int64's minimum
         region_from_box([1e300, 1e300], [2e300, 2e300], fixed)
+    just_outside = [fixed.TransformContinuousIndexToPhysicalPoint((-0.9, -0.9)),
+                    fixed.TransformContinuousIndexToPhysicalPoint((-0.6, -0.6))]
+    with pytest.raises(InputError, match=r"misses the image \(voxels \[0, 0\] to \[-1, -1\]"):  # not "-0"
+        region_from_box(*just_outside, fixed)
 
 
 def test_a_box_far_larger_than_the_image_is_the_whole_image(small_2d_pair):

@@ -327,6 +327,22 @@ def test_a_volume_without_voxels_is_a_clear_error(mrml, cardiac_2d, image_data):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], empty))
 
 
+def test_a_volume_with_a_voxel_size_of_zero_is_a_clear_error(mrml, cardiac_2d):
+    """The Volumes module lets a spacing be typed as 0; SimpleITK then raised from deep inside the image copy."""
+    cardiac_2d["moving"].SetSpacing(1.5, 0.0, 1.0)
+    with pytest.raises(InputError, match=r"ED: its voxel size is \[1.5, 0.0, 1.0\] mm"):
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"]))
+
+
+def test_an_roi_never_placed_is_a_clear_error(mrml, cardiac_2d):
+    """A new ROI node has no position until placed in a view: its box was a point at the origin, reported as a
+    region that misses the image."""
+    unplaced = mrml.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "heart box")
+    with pytest.raises(InputError, match="heart box: is not placed yet"):
+        RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
+                                                                  region_roi=unplaced))
+
+
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):
     """An ROI node made from a voxel box of the oblique stack (as Slicer aligns an ROI to a volume) maps back to
     exactly that box; the region the run used is shown as an ROI node over the same voxels."""

@@ -43,15 +43,18 @@ def image_from_volume(node: "slicer.vtkMRMLVolumeNode") -> sitk.Image:
     if image_data.GetNumberOfScalarComponents() != 1:
         raise InputError(f"{node.GetName()}: has {image_data.GetNumberOfScalarComponents()} components "
                          "per voxel; a scalar (grey-level) volume is needed")
-    array = np.array(slicer.util.arrayFromVolume(node), copy=True)
-    image = sitk.GetImageFromArray(array)
-    _set_world_geometry(image, ijk_to_world(node))
+    ijk_to_ras = ijk_to_world(node)
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    if not np.all(np.isfinite(spacing) & (spacing > 0)):
+        raise InputError(f"{node.GetName()}: its voxel size is {np.round(spacing, 6).tolist()} mm; every axis needs "
+                         "a positive size (Volumes module, Volume Information)")
+    image = sitk.GetImageFromArray(np.array(slicer.util.arrayFromVolume(node), copy=True))
+    _set_world_geometry(image, ijk_to_ras, spacing)
     return image
 
 
-def _set_world_geometry(image: sitk.Image, ijk_to_ras: np.ndarray) -> None:
+def _set_world_geometry(image: sitk.Image, ijk_to_ras: np.ndarray, spacing: np.ndarray) -> None:
     linear = RAS_TO_LPS @ ijk_to_ras[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
     image.SetSpacing(spacing.tolist())
     image.SetDirection((linear / spacing).ravel().tolist())
     image.SetOrigin((RAS_TO_LPS @ ijk_to_ras[:3, 3]).tolist())
@@ -74,7 +77,10 @@ def fill_volume(node: "slicer.vtkMRMLVolumeNode", image: sitk.Image) -> None:
 
 
 def roi_corners_lps(roi_node: "slicer.vtkMRMLMarkupsROINode") -> List[List[float]]:
-    """The eight world corners of a Markups ROI (rotated or not, parent transforms included), in LPS."""
+    """The eight world corners of a Markups ROI (rotated or not, parent transforms included), in LPS. An ROI added
+    but never placed in a view has no position: its box would be a point at the origin."""
+    if roi_node.GetNumberOfDefinedControlPoints() == 0:
+        raise InputError(f"{roi_node.GetName()}: is not placed yet; place it in a view, or choose another region")
     object_to_world = slicer.util.arrayFromVTKMatrix(roi_node.GetObjectToWorldMatrix())
     half = np.asarray(roi_node.GetSize()) / 2.0
     corners = [object_to_world @ np.array([*signs * half, 1.0]) for signs in itertools.product((-1.0, 1.0), repeat=3)]

@@ -123,7 +123,7 @@ def _box_on_grid(corners, reference: sitk.Image, margin_mm: float, source: str, 
 
 
 def _voxels(indices: np.ndarray) -> str:
-    return ", ".join(f"{value:.0f}" if abs(value) < 1e9 else f"{value:.3g}" for value in indices)
+    return ", ".join(f"{round(value)}" if abs(value) < 1e9 else f"{value:.3g}" for value in indices)
 
 
 def embed_displacement(inside: np.ndarray, region: Region, shape: Sequence[int],

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import List, Optional
 
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
@@ -237,7 +238,7 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
                                    names={"cine": f"cine {arguments.cine}", "labels": f"labels {arguments.labels}"},
                                    expert_labels=experts, region_corners=region_corners)
 
-    def pictures(folder):
+    def pictures(folder: Path) -> None:
         save_volume_curve(result, cine, folder / "volume_curve.png")
         save_sequence_qa(result, cine, folder / "qa.png")
 

@@ -3,6 +3,7 @@ for batch scripts, the docs' rendered views and the tests."""
 from __future__ import annotations
 
 import types
+from typing import Tuple
 
 import SimpleITK as sitk
 import slicer
@@ -39,7 +40,8 @@ def as_slicer_modules(headless: types.SimpleNamespace) -> types.SimpleNamespace:
                                     for name, logic in vars(headless.logics).items()})
 
 
-def add_volume(scene, image: sitk.Image, name: str, class_name: str = "vtkMRMLScalarVolumeNode"):
+def add_volume(scene: "slicer.vtkMRMLScene", image: sitk.Image, name: str,
+               class_name: str = "vtkMRMLScalarVolumeNode") -> "slicer.vtkMRMLVolumeNode":
     """A volume node holding ``image`` (a 2-D image becomes a one-slice volume, as Slicer holds it)."""
     node = scene.AddNewNodeByClass(class_name, name)
     fill_volume(node, image if image.GetDimension() == 3 else sitk.JoinSeries(image))
@@ -47,7 +49,8 @@ def add_volume(scene, image: sitk.Image, name: str, class_name: str = "vtkMRMLSc
     return node
 
 
-def load_volume_sequence(scene, path: str, name: str):
+def load_volume_sequence(scene: "slicer.vtkMRMLScene", path: str,
+                         name: str) -> Tuple["slicer.vtkMRMLSequenceNode", "slicer.vtkMRMLSequenceBrowserNode"]:
     """A 4-D image file (x, y, slice, time) read by Slicer's own volume sequence reader, as the Sequences module
     loads one: a sequence of scalar volumes indexed by the time axis' values in the file's unit, and a browser
     showing it; returns (sequence, browser)."""

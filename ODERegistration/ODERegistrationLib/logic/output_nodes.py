@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import slicer
 import vtk
 
 from ..engine import RegistrationResult
@@ -46,8 +47,9 @@ class RegistrationOutputs:
     region_roi: Optional[object] = None
 
 
-def build_outputs(scene, result: RegistrationResult, request: OutputRequest, fixed, moving,
-                  moving_segmentation=None) -> RegistrationOutputs:
+def build_outputs(scene: "slicer.vtkMRMLScene", result: RegistrationResult, request: OutputRequest,
+                  fixed: "slicer.vtkMRMLScalarVolumeNode", moving: "slicer.vtkMRMLScalarVolumeNode",
+                  moving_segmentation: Optional["slicer.vtkMRMLSegmentationNode"] = None) -> RegistrationOutputs:
     """Create or fill the requested nodes; called only after a successful run."""
     prefix = f"{moving.GetName()} to {fixed.GetName()}"
     outputs = RegistrationOutputs(result, result.report)

@@ -18,7 +18,7 @@ from ..engine.pipeline.sequence import (Cine, SequenceResult, check_cine, refere
                                         times_in_ms)
 from .geometry import image_from_volume, roi_corners_lps
 from .grid_transform import fill_grid_transform
-from .job import EngineJob
+from .job import EngineJob, EngineTask
 from .segmentations import fill_segmentation, labels_from_segmentation, segment_ids, segment_names
 
 
@@ -71,7 +71,7 @@ class SequenceLogic:
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.sequences_logic = sequences_logic if sequences_logic is not None else slicer.modules.sequences.logic()
 
-    def prepare(self, request: SequenceRequest):
+    def prepare(self, request: SequenceRequest) -> EngineTask:
         """Snapshot the frames and the labels on the main thread and return the engine task; nothing in the scene
         changes."""
         sequence, index = request.volume_sequence, request.reference_index

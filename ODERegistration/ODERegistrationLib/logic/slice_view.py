@@ -6,12 +6,14 @@ slicer-core wheel has the slice logic and the displayable managers, VTK renders 
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util.numpy_support import vtk_to_numpy
+
+from .output_nodes import RegistrationOutputs
 
 DISPLAYABLE_MANAGERS = ("vtkMRMLSegmentationsDisplayableManager2D", "vtkMRMLTransformsDisplayableManager2D")
 
@@ -55,7 +57,8 @@ class OffscreenSliceView:
         self.image_actor.GetProperty().SetDisplayLocationToBackground()  # under the managers' actors
         self.renderer.AddViewProp(self.image_actor)
 
-    def show(self, background, foreground=None, foreground_opacity: float = 0.5) -> None:
+    def show(self, background: "slicer.vtkMRMLVolumeNode", foreground: Optional["slicer.vtkMRMLVolumeNode"] = None,
+             foreground_opacity: float = 0.5) -> None:
         """Background (and blended foreground) volumes, the slice turned to the background's axes and fitted."""
         composite = self.logic.GetSliceCompositeNode()
         composite.SetBackgroundVolumeID(background.GetID())
@@ -90,7 +93,7 @@ class OffscreenSliceView:
         self.window.Finalize()
 
 
-def show_grid(transform_node, visible: bool = True) -> None:
+def show_grid(transform_node: "slicer.vtkMRMLTransformNode", visible: bool = True) -> None:
     """The transform drawn as a deformed grid in the slice views (Slicer's Transforms module, grid mode)."""
     transform_node.CreateDefaultDisplayNodes()
     display = transform_node.GetDisplayNode()
@@ -99,12 +102,13 @@ def show_grid(transform_node, visible: bool = True) -> None:
     display.SetVisibility(visible)
 
 
-def show_segmentation(segmentation_node, visible: bool = True) -> None:
+def show_segmentation(segmentation_node: "slicer.vtkMRMLSegmentationNode", visible: bool = True) -> None:
     segmentation_node.CreateDefaultDisplayNodes()
     segmentation_node.GetDisplayNode().SetVisibility(visible)
 
 
-def render_qa_views(view: OffscreenSliceView, fixed_volume, outputs) -> Dict[str, np.ndarray]:
+def render_qa_views(view: OffscreenSliceView, fixed_volume: "slicer.vtkMRMLScalarVolumeNode",
+                    outputs: RegistrationOutputs) -> Dict[str, np.ndarray]:
     """What a user looks at after a run, as Slicer draws it: ``grid`` (fixed and warped blended half and half,
     the forward transform's grid), ``jacobian`` (det J with its colour table) and, with a propagated segmentation,
     ``segmentation`` (its segments over the fixed volume). Leaves the grid and the segmentation hidden."""

@@ -3,7 +3,7 @@ memory runs out."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -80,7 +80,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
 
 
-def out_of_memory_message(device: torch.device, shape) -> str:
+def out_of_memory_message(device: torch.device, shape: Sequence[int]) -> str:
     on_cpu = "" if device.type == "cpu" else ", on the CPU (--device cpu),"
     return (f"{device.type.upper()} ran out of memory registering an image of {' x '.join(map(str, shape))} voxels; "
             f"retry with a coarser working resolution (a larger --working-spacing-mm){on_cpu} or in a smaller region "

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional
 import SimpleITK as sitk
 
 from .registration import RegistrationResult
+from .sequence import Cine, SequenceResult
 from .validation import InputError
 
 OUTPUT_FILES = {
@@ -192,7 +193,7 @@ SEQUENCE_FILES = ("labels.nii.gz", "volumes.csv", "volume_curve.png", "qa.png", 
 """A sequence folder holds these and ``forward_phaseNN.nii.gz`` / ``inverse_phaseNN.nii.gz`` for every phase."""
 
 
-def write_sequence(result, cine, output_dir: str | os.PathLike,
+def write_sequence(result: SequenceResult, cine: Cine, output_dir: str | os.PathLike,
                    write_extras: Optional[Callable[[Path], None]] = None) -> Path:
     """Every phase's forward and inverse fields, the propagated labels as one image in the input's layout (4-D,
     or 2-D + time, with its time axis as read), volumes.csv (no time where the cine gives none), the extras

@@ -4,13 +4,16 @@ on one slice of a volume (where the propagated labels are largest, else the midd
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from .metrics import index_to_physical_matrix
 from .registration import RegistrationResult
+
+if TYPE_CHECKING:  # matplotlib itself is imported when a picture is drawn
+    import matplotlib.axes
 
 GRID_LINES = 16
 FIXED_CONTOUR = "#00ff00"
@@ -161,7 +164,7 @@ def _checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
     return np.where(((rows // size) + (columns // size)) % 2 == 0, a, b)
 
 
-def draw_contours(axis, labels: np.ndarray, colour: str, style: str) -> None:
+def draw_contours(axis: "matplotlib.axes.Axes", labels: np.ndarray, colour: str, style: str) -> None:
     for value in np.unique(labels):
         if value != 0:
             axis.contour(labels == value, levels=[0.5], colors=colour, linestyles=style, linewidths=1.0)

@@ -8,9 +8,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, draw_contours
+from .sequence import Cine, SequenceResult
 
 
-def save_volume_curve(result, cine, path: str | os.PathLike) -> None:
+def save_volume_curve(result: SequenceResult, cine: Cine, path: str | os.PathLike) -> None:
     """Volume of every label over the cycle (ml against ms, or against the phase where the cine gives no time), ED
     and ES marked, EF in the legend."""
     import matplotlib
@@ -43,7 +44,7 @@ ZOOM_MARGIN_MM = 30.0
 """The QA picture shows the labels' box on the slice shown plus this margin (the views stay in the image)."""
 
 
-def save_sequence_qa(result, cine, path: str | os.PathLike, phases_shown: int = 4) -> None:
+def save_sequence_qa(result: SequenceResult, cine: Cine, path: str | os.PathLike, phases_shown: int = 4) -> None:
     """The labelled slice nearest the middle of the labelled ones, at the reference phase, ED, ES and phases in
     between, each with the propagated contours (the reference's contours in green on the reference phase)."""
     import matplotlib

@@ -142,6 +142,19 @@ def test_labels_the_map_leaves_where_they_were_are_flagged_even_when_the_similar
     assert not any(flagged in warning for warning in registered["warnings"])
 
 
+def test_a_report_without_a_parameter_is_refused_for_an_exact_rerun_and_taken_as_a_preset(tmp_path):
+    """A report written before a parameter existed ran without it; `--parameters` promises that run exactly, so
+    it must not fill the gap with today's default (warm-up 30) without a word."""
+    values = RegistrationParameters(iterations=77).as_dict()
+    del values["warmup_iterations"]
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"parameters": values}))
+    with pytest.raises(ValueError, match="has no value for warmup_iterations"):
+        parameters_from_arguments(build_parser().parse_args(["demo", "--parameters", str(report)]))
+    as_preset = parameters_from_arguments(build_parser().parse_args(["demo", "--preset", str(report)]))
+    assert as_preset.iterations == 77 and as_preset.warmup_iterations == RegistrationParameters().warmup_iterations
+
+
 def test_command_line_preset_with_overrides():
     arguments = build_parser().parse_args(["demo", "--preset", "paper", "--iterations", "5", "--seed", "2"])
     parameters = parameters_from_arguments(arguments)

@@ -141,9 +141,11 @@ def parameters_from_arguments(arguments: argparse.Namespace) -> RegistrationPara
              if name != "region" and getattr(arguments, name) is not None}
     if isinstance(arguments.roi, str):
         given["region"] = arguments.roi
-    if arguments.parameters is not None and not os.path.isfile(arguments.parameters):
+    if arguments.parameters is None:
+        return load_preset(arguments.preset).replace(**given)
+    if not os.path.isfile(arguments.parameters):
         raise ValueError(f"--parameters {arguments.parameters}: no such file (an earlier run's report.json)")
-    return load_preset(arguments.parameters or arguments.preset).replace(**given)
+    return load_preset(arguments.parameters, complete=True).replace(**given)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -40,9 +40,11 @@ def user_preset_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"{name}.json"
 
 
-def load_preset(name_or_path: str, folders: Iterable[Path] = ()) -> RegistrationParameters:
+def load_preset(name_or_path: str, folders: Iterable[Path] = (), complete: bool = False) -> RegistrationParameters:
     """A preset by name (shipped, or in ``folders``) or by the path of a preset file or a ``report.json``, whose
-    ``parameters`` reproduce that run. ValueError names the preset and the problem."""
+    ``parameters`` reproduce that run. A parameter the file leaves out takes today's default, unless ``complete``
+    is asked for (a run to reproduce exactly: a report written before a parameter existed would silently run
+    with that parameter's new default). ValueError names the preset and the problem."""
     path = preset_files(folders).get(name_or_path) or Path(name_or_path)
     if not path.is_file():
         raise ValueError(f"preset {name_or_path!r}: no such preset (shipped: {', '.join(preset_files(folders))}) "
@@ -53,6 +55,11 @@ def load_preset(name_or_path: str, folders: Iterable[Path] = ()) -> Registration
         raise ValueError(f"preset {path}: not a preset or report file ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"preset {path}: its 'parameters' is not a mapping of names to values")
+    missing = [name for name in RegistrationParameters().as_dict() if name not in values]
+    if complete and missing:
+        raise ValueError(f"{path}: has no value for {', '.join(missing)} (written by an older version?), so its "
+                         "run cannot be reproduced exactly; --preset takes its values with today's defaults for "
+                         "the rest")
     return RegistrationParameters.from_dict(values, f"preset {path}")
 
 

@@ -55,8 +55,8 @@ def load_preset(name_or_path: str, folders: Iterable[Path] = (), complete: bool 
         raise ValueError(f"preset {path}: not a preset or report file ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"preset {path}: its 'parameters' is not a mapping of names to values")
-    missing = [name for name in RegistrationParameters().as_dict() if name not in values]
-    if complete and missing:
+    missing = [name for name in RegistrationParameters().as_dict() if name not in values] if complete else []
+    if missing:
         raise ValueError(f"{path}: has no value for {', '.join(missing)} (written by an older version?), so its "
                          "run cannot be reproduced exactly; --preset takes its values with today's defaults for "
                          "the rest")

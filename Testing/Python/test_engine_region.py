@@ -69,6 +69,23 @@ def test_a_box_below_zero_is_taken_by_the_command_line_as_written(small_2d_pair,
     assert region["index_start"] == [10, 20] and region["index_size"] == [51, 71]
 
 
+def test_a_box_beside_the_labels_is_flagged_and_one_around_them_is_not(small_2d_pair):
+    """A box typed in RAS instead of LPS lands mirrored, off the heart: the map then leaves the labels where they
+    were, and the only word was advice to fit the automatic region, with no reason given."""
+    fixed, labels = small_2d_pair["fixed"], small_2d_pair["moving_labels"]
+    first, last = _label_box(labels)
+    beside = [fixed.TransformIndexToPhysicalPoint((0, 0)), fixed.TransformIndexToPhysicalPoint((8, 8))]
+    around = [fixed.TransformIndexToPhysicalPoint((first[1] - 2, first[0] - 2)),
+              fixed.TransformIndexToPhysicalPoint((last[1] + 2, last[0] + 2))]
+    assert max(first) > 8
+    flagged = "region box: holds"
+    for corners, expected in ((beside, "holds 0% of moving labels"), (around, None)):
+        warnings = register_images(fixed, small_2d_pair["moving"], RegistrationParameters(iterations=2),
+                                   moving_labels=labels, region_corners=corners).report["warnings"]
+        found = [warning for warning in warnings if flagged in warning]
+        assert (expected in found[0]) if expected else not found
+
+
 def test_on_an_oblique_stack_a_box_of_the_region_s_physical_corners_covers_the_region(oblique_stack):
     """The region's physical extent, given back as a box, covers at least the same voxels (more: the image is
     oblique, so the axis-aligned physical box is larger than the voxel box)."""

@@ -120,6 +120,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     layout = dataclasses.replace(choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1]),
                                  stacks=stacks)
     mask_warnings = _maskless_slices_warnings(layout, region, names, masks)
+    if region_corners is not None:
+        mask_warnings += _labels_outside_box_warning(region, moving_labels, fixed, names)
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
@@ -197,7 +199,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)
-        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed, parameters.region == "whole"))
+        fitted_around_labels = region_corners is None and parameters.region == "auto"
+        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed, fitted_around_labels))
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
             warnings.extend(_unpaired_labels_warning(fixed_labels, moving_labels, names))
@@ -244,10 +247,29 @@ def _check_label_content(fixed: sitk.Image, moving_labels: Optional[sitk.Image],
                                  ("fixed_labels", fixed_labels, "score")):
         if labels is not None and not sitk.GetArrayViewFromImage(labels).any():
             raise InputError(f"{names[key]}: is empty (no nonzero voxel), so there is nothing to {purpose}")
-    if moving_labels is not None and not sitk.GetArrayFromImage(
-            sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)).any():
+    if moving_labels is not None and not _on_fixed_grid(moving_labels, fixed).any():
         raise InputError(f"{names['moving_labels']}: no label lies inside the field of view of {names['fixed']}, so "
                          "none can be propagated onto it (check that the images show the same anatomy)")
+
+
+def _on_fixed_grid(labels: sitk.Image, fixed: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.Resample(labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+
+
+def _labels_outside_box_warning(region: Region, moving_labels: Optional[sitk.Image], fixed: sitk.Image,
+                                names: Dict[str, str]) -> List[str]:
+    """A box given by hand that leaves moving labels out: the map is fitted inside it, so those labels move only
+    with its continuation towards the identity. A box typed in Slicer's RAS coordinates instead of LPS lands
+    mirrored, and off the labels."""
+    if moving_labels is None:
+        return []
+    labelled = _on_fixed_grid(moving_labels, fixed) != 0
+    share = labelled[region.slices].sum() / labelled.sum()
+    if share == 1.0:
+        return []
+    return [f"{names['region_corners']}: holds {share:.0%} of {names['moving_labels']}; outside the box they move "
+            "only with the map's continuation to the identity, so give a box around them (corners typed by hand are "
+            "LPS mm: Slicer shows RAS, whose x and y are negated), or the automatic region"]
 
 
 def _check_region_content(region: Region, names: Dict[str, str], images: Dict[str, np.ndarray],
@@ -285,15 +307,15 @@ def _maskless_slices_warnings(layout: TensorLayout, region: Region, names: Dict[
 
 
 def _unmoved_labels_warning(warped_labels: sitk.Image, forward: sitk.Image, fixed: sitk.Image,
-                            whole_image_asked: bool) -> List[str]:
+                            fitted_around_labels: bool) -> List[str]:
     """A warning when the map moves the propagated labels by less than half a voxel: the similarity may have
-    improved elsewhere (a whole image's thorax) while the labels stayed where they were. Fitting the region around
-    them is advice only for a run asked to fit the whole image."""
+    improved elsewhere (a whole image's thorax, a box beside the heart) while the labels stayed where they were.
+    Fitting the region around them is advice only for a run that did not."""
     inside = sitk.GetArrayViewFromImage(warped_labels) != 0
     moved_mm = float(np.linalg.norm(sitk.GetArrayViewFromImage(forward)[inside], axis=-1).max(initial=0.0))
     if moved_mm >= 0.5 * min(fixed.GetSpacing()):
         return []
-    advice = "fit the region around the labels (--roi auto)" if whole_image_asked else "raise the learning rate"
+    advice = "raise the learning rate" if fitted_around_labels else "fit the region around the labels (--roi auto)"
     return [f"the map moves the labels by at most {moved_mm:.2g} mm, less than half a voxel: they are propagated "
             f"essentially unregistered; check the inputs, or {advice}"]
 

@@ -119,9 +119,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                          f"{region.start[0]} to {region.stop[0] - 1}")
     layout = dataclasses.replace(choose_layout(parameters.mode, fixed_array.shape, fixed.GetSpacing()[::-1]),
                                  stacks=stacks)
-    mask_warnings = _maskless_slices_warnings(layout, region, names, masks)
+    input_warnings = _maskless_slices_warnings(layout, region, names, masks)
     if region_corners is not None:
-        mask_warnings += _labels_outside_box_warning(region, moving_labels, fixed, names)
+        input_warnings += _labels_outside_box_warning(region, moving_labels, fixed, names)
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
@@ -153,7 +153,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     fold, inverse_fold = folding(determinant), folding(inverse_determinant)
     overlap = float(support.mean())
-    warnings = mask_warnings
+    warnings = input_warnings
     if not fields.similarity_improved:
         warnings.append(f"the similarity did not improve ({fields.similarity_start:.4g} -> "
                         f"{fields.similarity_end:.4g} after {fields.iterations_run} iterations): the map is close to "

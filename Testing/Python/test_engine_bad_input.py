@@ -4,6 +4,7 @@ import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
+from ODERegistrationLib.engine.pipeline.io import read_image
 
 
 def image_2d(array=None, spacing=(1.0, 1.0)):
@@ -76,7 +77,48 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
     assert code == 2 and "no such file" in message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path))
-    assert code == 2 and "is a folder" in message
+    assert code == 2 and "is a folder holding no DICOM series" in message and message.count("\n") == 0
+
+
+def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position: bool = False) -> None:
+    """One file per slice with the tags GDCM sorts a series by; ``one_position`` puts every image at the first
+    slice's position, as a single-slice cine's phases are."""
+    folder.mkdir(exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = volume.GetDirection()
+    for k in range(volume.GetDepth()):
+        image = volume[:, :, k]
+        position = volume.TransformIndexToPhysicalPoint((0, 0, 0 if one_position else k))
+        for tag, value in {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.1", "0020|000e": series_uid,
+                           "0020|0032": "\\".join(map(str, position)), "0020|0013": str(k + 1),
+                           "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))}.items():
+            image.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{series_uid}_{k:03d}.dcm"))
+        writer.Execute(image)
+
+
+def test_a_dicom_folder_of_one_volume_is_read_and_others_are_refused(tmp_path, capsys, write):
+    """Clinicians export DICOM: a series folder is read as its volume. A cine series read the same way stacked its
+    phases as slices 1 mm apart without a word, so it is refused, and so are a folder of several series."""
+    volume = sitk.GetImageFromArray(np.random.default_rng(1).integers(0, 1000, (4, 16, 16)).astype(np.int16))
+    volume.SetSpacing((1.5, 1.5, 8.0))
+    volume.SetOrigin((10.0, -20.0, 30.0))
+    write_dicom_series(volume, tmp_path / "volume", "1.2.826.0.1.2")
+    read = read_image(tmp_path / "volume", "fixed")
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(volume))
+    assert np.allclose(read.GetSpacing(), volume.GetSpacing()) and np.allclose(read.GetOrigin(), volume.GetOrigin())
+    write_dicom_series(volume, tmp_path / "cine", "1.2.826.0.1.3", one_position=True)
+    write_dicom_series(volume, tmp_path / "two", "1.2.826.0.1.4")
+    write_dicom_series(volume, tmp_path / "two", "1.2.826.0.1.5")
+    moving = write("moving.nii.gz", sitk.Cast(volume, sitk.sitkFloat32))
+    for folder, expected in (("cine", "holds 4 images at 1 slice positions"), ("two", "holding 2 DICOM series")):
+        code, message, output = run_cli(tmp_path, capsys, str(tmp_path / folder), moving)
+        assert code == 2 and expected in message and message.count("\n") == 0 and not output.exists()
+    series_files = sorted((tmp_path / "volume").iterdir())
+    assert main(["register", "--fixed", str(tmp_path / "volume"), "--moving", moving, "--output-dir",
+                 str(tmp_path / "volume"), "--iterations", "1"]) == 2
+    assert "is the output folder" in capsys.readouterr().err and sorted((tmp_path / "volume").iterdir()) == series_files
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     register = commands.add_parser("register", help="register a moving image onto a fixed image")
     register.set_defaults(usage=register)
-    register.add_argument("--fixed", required=True, help="fixed (reference) image, any format SimpleITK reads")
+    register.add_argument("--fixed", required=True, help="fixed (reference) image: any file SimpleITK reads, or a folder of one DICOM series")
     register.add_argument("--moving", required=True, help="moving image, warped onto the fixed image")
     register.add_argument("--moving-labels", help="label map on the moving image, propagated onto the fixed image")
     register.add_argument("--fixed-labels", help="label map on the fixed image, to score Dice and Hausdorff")

@@ -10,8 +10,9 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import SimpleITK as sitk
 
 from .registration import RegistrationResult
@@ -29,22 +30,60 @@ OUTPUT_FILES = {
 
 
 def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
-    """Read any file SimpleITK reads; a missing or unreadable file is an InputError naming it."""
+    """Read any file SimpleITK reads, or a folder of one DICOM series; a missing or unreadable input is an
+    InputError naming it."""
     path = Path(path)
     if path.is_dir():
-        raise InputError(f"{name} {path}: is a folder, not an image file (a DICOM series loads in Slicer, or convert "
-                         "it to one file first)")
+        return _read_dicom_series(path, name)
     if not path.is_file():
         raise InputError(f"{name} {path}: no such file")
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        reason = next((line.strip().removeprefix("sitk::ERROR:").strip() for line in str(error).splitlines()
-                       if line.strip().startswith("sitk::ERROR:")), "not an image format SimpleITK can read")
-        raise InputError(f"{name} {path}: cannot be read ({reason})") from None
+        raise InputError(f"{name} {path}: cannot be read ({_sitk_reason(error)})") from None
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path, name)
     return image
+
+
+def _sitk_reason(error: RuntimeError) -> str:
+    """SimpleITK's own one-line reason from its multi-line exception text."""
+    return next((line.strip().removeprefix("sitk::ERROR:").strip() for line in str(error).splitlines()
+                 if line.strip().startswith("sitk::ERROR:")), "not an image format SimpleITK can read")
+
+
+def _read_dicom_series(folder: Path, name: str) -> sitk.Image:
+    """A folder holding one DICOM series of one image per slice position, as GDCM sorts it. A cine series (every
+    phase at each position) would stack its phases as slices 1 mm apart without a word, so it is refused."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's multi-line warning for a folder with no series
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if len(series) != 1:
+        found = "no DICOM series" if not series else f"{len(series)} DICOM series"
+        raise InputError(f"{name} {folder}: is a folder holding {found}; give an image file or the folder of one "
+                         "DICOM series")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        positions = {tuple(np.round(_slice_position(file), 2)) for file in files}
+        if len(positions) < len(files):
+            raise InputError(f"{name} {folder}: its DICOM series holds {len(files)} images at {len(positions)} slice "
+                             "positions (a cine, or several echoes), not one volume; convert it (dcm2niix writes a "
+                             "cine as a 4-D NIfTI for `oderegistration sequence`) or load it in Slicer")
+        return reader.Execute()
+    except RuntimeError as error:
+        raise InputError(f"{name} {folder}: its DICOM series cannot be read ({_sitk_reason(error)})") from None
+
+
+def _slice_position(file: str) -> Tuple[float, ...]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    reader.ReadImageInformation()
+    return reader.GetOrigin()
 
 
 def _check_nifti_complete(path: Path, name: str) -> None:
@@ -100,9 +139,13 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
 def refuse_inputs_among_outputs(output_dir: Path, inputs: Dict[str, str], is_output: Callable[[str], bool]) -> None:
     """Refuse, before any work is done, an input (``inputs``: name -> path) that lies in the output folder under
     the name of an output, which the run would overwrite or remove: a chained run given ``out/warped.nii.gz`` and
-    ``--output-dir out``, for example."""
+    ``--output-dir out``, for example; and a DICOM folder given as the output folder, which would mix the outputs
+    into the series."""
     for name, given in inputs.items():
         given = Path(given)
+        if given.is_dir() and given.resolve() == output_dir.resolve():
+            raise InputError(f"{name} {given}: is the output folder, so the outputs would be written among its DICOM "
+                             "files; choose another output folder")
         if is_output(given.name) and given.resolve().parent == output_dir.resolve():
             raise InputError(f"{name} {given}: lies in the output folder under the name of an output, so the run "
                              "would overwrite or remove it; choose another output folder")

@@ -1,4 +1,6 @@
 """Each bad input gets one clear line naming the file and the problem, exit code 2, and no output directory."""
+import locale
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -82,7 +84,9 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
 
 def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position: bool = False) -> None:
     """One file per slice with the tags GDCM sorts a series by; ``one_position`` puts every image at the first
-    slice's position, as a single-slice cine's phases are."""
+    slice's position, as a single-slice cine's phases are. GDCM's writer sets the C library's locale to "C", after
+    which Python reads text as ASCII: the locale is put back."""
+    locale_before = locale.setlocale(locale.LC_ALL)
     folder.mkdir(exist_ok=True)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
@@ -96,6 +100,7 @@ def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{series_uid}_{k:03d}.dcm"))
         writer.Execute(image)
+    locale.setlocale(locale.LC_ALL, locale_before)
 
 
 def test_a_dicom_folder_of_one_volume_is_read_and_others_are_refused(tmp_path, capsys, write):

@@ -26,7 +26,7 @@ def ui_widgets() -> dict:
 
 def test_every_widget_the_code_uses_exists_with_a_real_class():
     widgets = ui_widgets()
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
     assert used, "the widget code uses no .ui names?"
     missing = used - set(widgets)
     assert not missing, f"used in ODERegistration.py but not in the .ui: {sorted(missing)}"
@@ -35,7 +35,7 @@ def test_every_widget_the_code_uses_exists_with_a_real_class():
 
 
 def parameter_node_class() -> ast.ClassDef:
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationParameterNode")
 
 
@@ -100,7 +100,7 @@ def test_every_engine_parameter_widget_shows_its_default_range_choices_and_help(
 
 def test_the_module_keeps_its_parameter_node_when_the_user_leaves_it():
     """exit() used to drop the parameter node while a job ran: its outputs were then lost."""
-    widget = next(n for n in ast.parse(MODULE_FILE.read_text()).body
+    widget = next(n for n in ast.parse(MODULE_FILE.read_text(encoding="utf-8")).body
                   if isinstance(n, ast.ClassDef) and n.name == "ODERegistrationWidget")
     exit_method = next(n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "exit")
     calls = {node.func.attr for node in ast.walk(exit_method) if isinstance(node, ast.Call)
@@ -114,7 +114,7 @@ def test_the_module_keeps_its_parameter_node_when_the_user_leaves_it():
 def test_the_module_logic_class_gives_slicer_the_module_name():
     """Slicer derives a module's name from its logic class name minus 'Logic': ODERegistrationParameterLogic
     made it look for a module 'ODERegistrationParameter'."""
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     logic_classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
                      and any(getattr(base, "id", None) == "ScriptedLoadableModuleLogic" for base in n.bases)]
     assert logic_classes == ["ODERegistrationLogic"]
@@ -174,7 +174,7 @@ def test_the_catalog_icon_and_screenshots_are_files_of_the_repository():
 def test_module_file_imports_nothing_that_needs_torch_at_load_time():
     """Slicer's generic test loads the module without torch: what the module file imports at load time must not
     import torch."""
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     modules = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)
                and node.module and node.module.startswith("ODERegistrationLib")}
     assert modules
@@ -189,7 +189,7 @@ def test_the_torch_core_reads_no_images_and_knows_no_pipeline():
     core = MODULE / "ODERegistrationLib" / "engine" / "core"
     shared = {"..parameters", "..progress"}
     for path in sorted(core.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     register = commands.add_parser("register", help="register a moving image onto a fixed image")
     register.set_defaults(usage=register)
-    register.add_argument("--fixed", required=True, help="fixed (reference) image: any file SimpleITK reads, or a folder of one DICOM series")
+    register.add_argument("--fixed", required=True,
+                          help="fixed (reference) image: any file SimpleITK reads, or a folder of one DICOM series")
     register.add_argument("--moving", required=True, help="moving image, warped onto the fixed image")
     register.add_argument("--moving-labels", help="label map on the moving image, propagated onto the fixed image")
     register.add_argument("--fixed-labels", help="label map on the fixed image, to score Dice and Hausdorff")
@@ -125,9 +126,9 @@ def _region_choice(text: str):
 def _box_joined_to_its_option(argv: List[str]) -> List[str]:
     """``--roi -40,-60,30,20`` as ``--roi=-40,-60,30,20``: argparse takes a value that starts with a minus sign for
     an option of its own, and a box in LPS millimetres usually starts below zero."""
-    joined = []
+    flag, joined = specs()["region"].flag, []
     for token in argv:
-        if joined and joined[-1] == specs()["region"].flag and re.match(r"-[\d.]", token):
+        if joined and joined[-1] == flag and re.match(r"-[\d.]", token):
             joined[-1] = f"{joined[-1]}={token}"
         else:
             joined.append(token)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
-from .parameters import RegistrationParameters
+from .parameters import RegistrationParameters, specs
 
 SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "Resources" / "Presets"
 """ODERegistration/Resources/Presets in the source tree and in Slicer's installed module alike."""
@@ -55,7 +55,7 @@ def load_preset(name_or_path: str, folders: Iterable[Path] = (), complete: bool 
         raise ValueError(f"preset {path}: not a preset or report file ({error})") from None
     if not isinstance(values, dict):
         raise ValueError(f"preset {path}: its 'parameters' is not a mapping of names to values")
-    missing = [name for name in RegistrationParameters().as_dict() if name not in values] if complete else []
+    missing = [name for name in specs() if name not in values] if complete else []
     if missing:
         raise ValueError(f"{path}: has no value for {', '.join(missing)} (written by an older version?), so its "
                          "run cannot be reproduced exactly; --preset takes its values with today's defaults for "

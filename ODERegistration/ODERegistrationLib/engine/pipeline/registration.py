@@ -105,7 +105,9 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     if np.ptp(moving_on_fixed) == 0:
         raise InputError(f"{names['moving']}: does not overlap {names['fixed']} in physical space "
                          "(check origins and directions, or align them first)")
-    _check_label_content(fixed, moving_labels, fixed_labels, names)
+    labelled_on_fixed = None if moving_labels is None else sitk.GetArrayFromImage(
+        sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)) != 0
+    _check_label_content(moving_labels, labelled_on_fixed, fixed_labels, names)
     fixed_weight = _mask_on(fixed_mask, fixed, names["fixed_mask"])
     support = _support_on(moving, fixed)
     moving_weight = _mask_on(moving_mask, fixed, names["moving_mask"]) * support
@@ -121,7 +123,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
                                  stacks=stacks)
     input_warnings = _maskless_slices_warnings(layout, region, names, masks)
     if region_corners is not None:
-        input_warnings += _labels_outside_box_warning(region, moving_labels, fixed, names)
+        input_warnings += _labels_outside_box_warning(region, labelled_on_fixed, names)
     device = choose_device(parameters.device)
     start = time.perf_counter()
     try:
@@ -199,8 +201,8 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     if moving_labels is not None:
         result.warped_labels = stackwise(stacks, warp_labels, moving_labels, fixed, forward)
-        fitted_around_labels = region_corners is None and parameters.region == "auto"
-        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed, fitted_around_labels))
+        warnings.extend(_unmoved_labels_warning(result.warped_labels, forward, fixed,
+                                                fitted_around_labels=region.source == names["moving_labels"]))
         if fixed_labels is not None:
             report["labels"] = evaluate_labels(fixed_labels, moving_labels, result.warped_labels)
             warnings.extend(_unpaired_labels_warning(fixed_labels, moving_labels, names))
@@ -239,32 +241,27 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
     return fields, forward_voxels, backward_voxels, round_trip, fade_mm
 
 
-def _check_label_content(fixed: sitk.Image, moving_labels: Optional[sitk.Image], fixed_labels: Optional[sitk.Image],
-                         names: Dict[str, str]) -> None:
+def _check_label_content(moving_labels: Optional[sitk.Image], labelled_on_fixed: Optional[np.ndarray],
+                         fixed_labels: Optional[sitk.Image], names: Dict[str, str]) -> None:
     """Refuse, before any work, an empty label map, and moving labels none of which lies in the fixed image's field
     of view (the region would be a sliver of margin and the propagated labels empty)."""
     for key, labels, purpose in (("moving_labels", moving_labels, "propagate"),
                                  ("fixed_labels", fixed_labels, "score")):
         if labels is not None and not sitk.GetArrayViewFromImage(labels).any():
             raise InputError(f"{names[key]}: is empty (no nonzero voxel), so there is nothing to {purpose}")
-    if moving_labels is not None and not _on_fixed_grid(moving_labels, fixed).any():
+    if labelled_on_fixed is not None and not labelled_on_fixed.any():
         raise InputError(f"{names['moving_labels']}: no label lies inside the field of view of {names['fixed']}, so "
                          "none can be propagated onto it (check that the images show the same anatomy)")
 
 
-def _on_fixed_grid(labels: sitk.Image, fixed: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.Resample(labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
-
-
-def _labels_outside_box_warning(region: Region, moving_labels: Optional[sitk.Image], fixed: sitk.Image,
+def _labels_outside_box_warning(region: Region, labelled_on_fixed: Optional[np.ndarray],
                                 names: Dict[str, str]) -> List[str]:
     """A box given by hand that leaves moving labels out: the map is fitted inside it, so those labels move only
     with its continuation towards the identity. A box typed in Slicer's RAS coordinates instead of LPS lands
     mirrored, and off the labels."""
-    if moving_labels is None:
+    if labelled_on_fixed is None:
         return []
-    labelled = _on_fixed_grid(moving_labels, fixed) != 0
-    share = labelled[region.slices].sum() / labelled.sum()
+    share = labelled_on_fixed[region.slices].sum() / labelled_on_fixed.sum()
     if share == 1.0:
         return []
     return [f"{names['region_corners']}: holds {share:.0%} of {names['moving_labels']}; outside the box they move "

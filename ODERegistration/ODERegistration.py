@@ -403,7 +403,7 @@ def _summary(outputs) -> str:
              f"Inverse consistency: {report['inverse_consistency_mm']:.3f} mm mean round trip "
              f"({report['inverse_folded_voxels']} folded voxels in the inverse)",
              f"Region: {report['region']['source']}, {report['region']['index_size']} voxels"]
-    lines += [f"Warning: {warning}" for warning in report["warnings"]]
+    lines += [f"Warning: {warning}" for warning in outputs.warnings]
     for label, scores in report.get("labels", {}).items():
         before, after = scores["before"], scores["after"]
         lines.append(f"{outputs.segment_names.get(label, label)}: Dice {before['dice']:.3f} -> {after['dice']:.3f}, "
@@ -416,7 +416,7 @@ def _sequenceSummary(outputs) -> str:
     lines = [f"Time: {report['seconds']:.1f} s on {report['batch']['device']} for {report['phases']} frames "
              f"({report['seconds_per_phase']:.1f} s per frame, {len(report['labelled_slices'])} labelled slices)",
              f"Folded voxels, all frames: {report['folded_voxels']}"]
-    lines += [f"Warning: {warning}" for warning in report["warnings"]]
+    lines += [f"Warning: {warning}" for warning in outputs.warnings]
     for segment, cycle in outputs.cycles.items():
         lines.append(f"{segment}: ED frame {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES frame {cycle['es_phase']} "
                      f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.core.optimizer import _converged
@@ -219,3 +220,19 @@ def test_the_sequence_command_starts_from_the_sequence_preset(capsys):
         build_parser().parse_args(["sequence", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {load_preset('sequence').iterations};" in help_text
+
+
+def test_options_in_a_message_are_named_as_the_panel_names_them():
+    """Every parameter's option becomes its panel label, with its value when the next word is one; a word that is
+    not a value, a full stop and an option that is no parameter stay as they were."""
+    from ODERegistrationLib.engine.core.device import out_of_memory_message
+    from ODERegistrationLib.engine.parameters import in_panel_words, option_flag
+
+    for name, spec in specs().items():
+        assert in_panel_words(f"({option_flag(name)})") == f"({spec.label})"
+    assert in_panel_words("fit the region around the labels (--roi auto)") == \
+        "fit the region around the labels (Region = auto)"
+    assert in_panel_words("raise it (--learning-rate 0.002).") == "raise it (Learning rate = 0.002)."
+    assert in_panel_words("--through-plane-sigma-mm adds a map") == "Through-plane smoothing (mm) adds a map"
+    assert in_panel_words("--time-axis is for a 3-D cine") == "--time-axis is for a 3-D cine"
+    assert "--" not in in_panel_words(out_of_memory_message(torch.device("cuda"), (64, 64, 64)))

@@ -1,13 +1,16 @@
 """The Logic on real MRML (slicer-core): transform, warped volume, Jacobian and propagated segmentation agree with
 the engine and with independent readers (SimpleITK, MRML resampling); inputs are never changed; Cancel is clean."""
+import os
+
 import numpy as np
+import torch
 import pytest
 import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
 import vtk  # noqa: E402
 
-from ODERegistrationLib.engine import InputError, RegistrationParameters, register_images  # noqa: E402
+from ODERegistrationLib.engine import DeviceError, InputError, RegistrationParameters, register_images  # noqa: E402
 from ODERegistrationLib.engine.pipeline.metrics import label_scores  # noqa: E402
 from ODERegistrationLib.logic import RegistrationLogic, OutputRequest, RegistrationRequest  # noqa: E402
 from ODERegistrationLib.logic.geometry import image_from_volume  # noqa: E402
@@ -341,6 +344,24 @@ def test_an_roi_never_placed_is_a_clear_error(mrml, cardiac_2d):
     with pytest.raises(InputError, match="heart box: is not placed yet"):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
                                                                   region_roi=unplaced))
+
+
+def test_the_engines_advice_names_the_panels_settings_not_command_line_options(mrml, cardiac_2d):
+    """The engine words its advice for the command line ("--threads 0", "use --device cpu"), whose options the
+    panel's user never sees; the Logic's warnings and errors name the panel's settings instead."""
+    logic = RegistrationLogic(mrml.scene)
+    transform_only = OutputRequest(inverse_transform=None, warped_volume=None, jacobian_volume=None,
+                                   propagated_segmentation=None)
+    too_many_threads = RegistrationParameters(iterations=1, device="cpu", threads=(os.cpu_count() or 1) + 1)
+    outputs = logic.run(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"], too_many_threads),
+                        transform_only)
+    assert any("(CPU threads = 0 uses every core)" in warning for warning in outputs.warnings)
+    assert any("(--threads 0 uses every core)" in warning for warning in outputs.report["warnings"])
+    assert not any("--" in warning for warning in outputs.warnings)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match=r"use Device = cpu$"):
+            logic.run(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
+                                          RegistrationParameters(iterations=1, device="cuda")), transform_only)
 
 
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):

@@ -2,6 +2,7 @@
 segmentation on one frame in; transform and segmentation sequences synchronized to the browser, a volume table and
 a plot out, agreeing with ``oderegistration sequence`` on the same frames; a cancelled run changes nothing."""
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -120,6 +121,15 @@ def test_a_cine_under_a_transform_is_read_and_shown_where_the_user_sees_it(mrml,
     shown = labels_from_segmentation(browser.GetProxyNode(outputs.segmentation_sequence),
                                      browser.GetProxyNode(sequence))
     assert np.array_equal(sitk.GetArrayFromImage(shown), sitk.GetArrayFromImage(outputs.result.labels[0]))
+
+
+def test_the_warnings_name_the_panels_settings_not_command_line_options(mrml, cine_piece_files):
+    sequence, _, segmentation = scene_with_cine(mrml, cine_piece_files)
+    parameters = load_preset("sequence").replace(iterations=2, device="cpu", threads=(os.cpu_count() or 1) + 1)
+    outputs = SequenceLogic(mrml.scene, mrml.logics.sequences).run(
+        SequenceRequest(sequence, REFERENCE, segmentation, parameters))
+    assert any("(CPU threads = 0 uses every core)" in warning for warning in outputs.warnings)
+    assert not any("--" in warning for warning in outputs.warnings)
 
 
 def test_a_run_leaves_the_cine_and_its_segmentation_as_the_scene_saves_them(mrml, cine_piece_files):

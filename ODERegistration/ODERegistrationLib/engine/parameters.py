@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -222,6 +223,38 @@ def _number(value: float) -> str:
 
 def option_flag(name: str) -> str:
     return specs()[name].flag or "--" + name.replace("_", "-")
+
+
+_OPTION_AND_VALUE = re.compile(r"(--[a-z0-9-]+)(?: ((?:[^\s),;:.]|\.(?=[^\s),;:.]))+))?")
+"""An option and the word after it; a value may hold a decimal point, not a full stop."""
+
+
+def in_panel_words(message: str) -> str:
+    """``message`` with each parameter's command-line option named by its label in the Slicer panel (``--roi auto``
+    as ``Region = auto``): the engine's advice is worded for the command line, whose options a panel user never
+    sees. Other options (``--time-axis``) and words after an option that are not its value stay as they are."""
+    names = {option_flag(name): name for name in specs()}
+
+    def panel_words(match: "re.Match[str]") -> str:
+        flag, value = match.groups()
+        if flag not in names:
+            return match.group(0)
+        spec = specs()[names[flag]]
+        if value is None:
+            return spec.label
+        return f"{spec.label} = {value}" if _is_value_of(spec, value) else f"{spec.label} {value}"
+
+    return _OPTION_AND_VALUE.sub(panel_words, message)
+
+
+def _is_value_of(spec: Spec, word: str) -> bool:
+    if spec.choices:
+        return word in spec.choices
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
 
 
 def markdown_table() -> str:

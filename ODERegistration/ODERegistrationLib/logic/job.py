@@ -12,8 +12,9 @@ from typing import Any, Callable, List, Optional
 
 import torch
 
-from ..engine import Progress, RegistrationCancelled
+from ..engine import DeviceError, InputError, Progress, RegistrationCancelled
 from ..engine.core.device import cpu_threads
+from ..engine.parameters import in_panel_words
 from ..engine.progress import CancelCheck, ProgressCallback
 
 EngineTask = Callable[[ProgressCallback, CancelCheck], Any]
@@ -53,7 +54,7 @@ class EngineJob:
         except RegistrationCancelled:
             self.cancelled = True
         except Exception as error:  # reported to the user by the main thread, never lost
-            self.error = error
+            self.error = _in_panel_words(error)
 
     def cancel(self) -> None:
         """Ask the optimizer to stop; it does so before its next iteration."""
@@ -75,3 +76,11 @@ class EngineJob:
                 updates.append(self._progress.get_nowait())
             except queue.Empty:
                 return updates
+
+
+def _in_panel_words(error: Exception) -> Exception:
+    """The engine's own errors advise in the command line's words (``use --device cpu``); the panel's user is told
+    the panel's (``use Device = cpu``). Any other error is kept as raised."""
+    if isinstance(error, (InputError, DeviceError)):
+        return type(error)(in_panel_words(str(error))).with_traceback(error.__traceback__)
+    return error

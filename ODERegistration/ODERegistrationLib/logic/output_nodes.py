@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import slicer
 import vtk
 
 from ..engine import RegistrationResult
+from ..engine.parameters import in_panel_words
 from .geometry import fill_roi_from_box, fill_volume
 from .grid_transform import fill_grid_transform
 from .segmentations import fill_segmentation, segment_ids, segment_names
@@ -45,6 +46,8 @@ class RegistrationOutputs:
     jacobian_volume: Optional[object] = None
     propagated_segmentation: Optional[object] = None
     region_roi: Optional[object] = None
+    warnings: List[str] = field(default_factory=list)
+    """The report's warnings, with options named as the panel names them."""
 
 
 def build_outputs(scene: "slicer.vtkMRMLScene", result: RegistrationResult, request: OutputRequest,
@@ -52,7 +55,8 @@ def build_outputs(scene: "slicer.vtkMRMLScene", result: RegistrationResult, requ
                   moving_segmentation: Optional["slicer.vtkMRMLSegmentationNode"] = None) -> RegistrationOutputs:
     """Create or fill the requested nodes; called only after a successful run."""
     prefix = f"{moving.GetName()} to {fixed.GetName()}"
-    outputs = RegistrationOutputs(result, result.report)
+    outputs = RegistrationOutputs(result, result.report,
+                                  warnings=[in_panel_words(warning) for warning in result.report["warnings"]])
     report_text = json.dumps({key: value for key, value in result.report.items() if key != "labels"})
 
     node = _node(scene, request.forward_transform, "vtkMRMLGridTransformNode", f"{prefix} transform")

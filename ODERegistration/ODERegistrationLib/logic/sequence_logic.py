@@ -13,6 +13,7 @@ import slicer
 import vtk
 
 from ..engine import InputError, RegistrationParameters
+from ..engine.parameters import in_panel_words
 from ..engine.presets import SEQUENCE_PRESET, load_preset
 from ..engine.pipeline.sequence import (Cine, SequenceResult, check_cine, reference_labels, register_sequence,
                                         times_in_ms)
@@ -49,6 +50,8 @@ class SequenceOutputs:
     table: object
     plot_chart: object
     cycles: Dict[str, Dict] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    """The report's warnings, with options named as the panel names them."""
 
 
 @dataclass
@@ -157,7 +160,8 @@ class SequenceLogic:
         table = self._volume_table(f"{prefix} volumes", result, names)
         x_column = FRAME if result.report["times_ms"] is None else TIME
         chart = self._volume_chart(f"{prefix} volume curve", table, x_column, segmentation, ids, names, cycles)
-        return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart, cycles)
+        return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart, cycles,
+                               [in_panel_words(warning) for warning in result.report["warnings"]])
 
     def _sequence_like(self, volumes, name: str):
         """An empty sequence indexed like the volume sequence, so that the browser pairs their items by value."""

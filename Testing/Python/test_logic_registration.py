@@ -1,5 +1,6 @@
 """The Logic on real MRML (slicer-core): transform, warped volume, Jacobian and propagated segmentation agree with
 the engine and with independent readers (SimpleITK, MRML resampling); inputs are never changed; Cancel is clean."""
+import json
 import os
 
 import numpy as np
@@ -362,6 +363,56 @@ def test_the_engines_advice_names_the_panels_settings_not_command_line_options(m
         with pytest.raises(DeviceError, match=r"use Device = cpu$"):
             logic.run(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["moving"],
                                           RegistrationParameters(iterations=1, device="cuda")), transform_only)
+
+
+def save_segmentation(scene, segmentation, path) -> str:
+    """The segmentation as Slicer's own storage node writes it (File > Save: a .seg.nrrd)."""
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation)
+    return str(path)
+
+
+def test_the_command_line_reads_segmentations_as_slicer_saves_them(mrml, cardiac_2d, small_2d_pair, tmp_path,
+                                                                    capsys):
+    """A 2-D image's segmentation saved by Slicer is a volume of one slice (refused as 'not a scalar 2-D label
+    map'); its segments' names are kept for the summary and the report; overlapping segments, which Slicer saves
+    as one layer each, are a mask's union and no label map."""
+    from ODERegistrationLib.cli.main import main
+
+    files = {key: str(tmp_path / f"{key}.nii.gz") for key in small_2d_pair}
+    for key, image in small_2d_pair.items():
+        sitk.WriteImage(image, files[key])
+    saved = save_segmentation(mrml.scene, cardiac_2d["moving_segmentation"], tmp_path / "ED.seg.nrrd")
+
+    def register(output, *options):
+        code = main(["register", "--fixed", files["fixed"], "--moving", files["moving"], "--output-dir",
+                     str(tmp_path / output), "--iterations", "20", "--quiet", *options])
+        return code, capsys.readouterr()
+
+    scored = ["--fixed-labels", files["fixed_labels"]]
+    assert register("labels", "--moving-labels", files["moving_labels"], *scored)[0] == 0
+    code, printed = register("segmentation", "--moving-labels", saved, *scored)
+    assert code == 0
+    assert np.array_equal(*(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / output / "warped_labels.nii.gz")))
+                            for output in ("labels", "segmentation")))
+    report = json.loads((tmp_path / "segmentation" / "report.json").read_text())
+    assert {label: scores["name"] for label, scores in report["labels"].items()} == {
+        str(value): name for value, name in SEGMENT_NAMES.items()}
+    assert "label 1 (RV cavity): Dice" in printed.out
+
+    add_segment_around(cardiac_2d["moving_segmentation"], cardiac_2d["moving"], "epicardium")
+    overlapping = save_segmentation(mrml.scene, cardiac_2d["moving_segmentation"], tmp_path / "ED2.seg.nrrd")
+    code, printed = register("refused", "--moving-labels", overlapping)
+    assert code == 2 and not (tmp_path / "refused").exists()
+    assert printed.err.strip().count("\n") == 0 and "segments overlap (2 layers)" in printed.err
+    regions = []
+    for output, mask in (("mask", files["moving_labels"]), ("union", overlapping)):
+        code, printed = register(output, "--moving-mask", mask)
+        assert code == 0, printed.err
+        regions.append(json.loads((tmp_path / output / "report.json").read_text())["region"])
+    assert regions[1]["index_start"] == regions[0]["index_start"]
+    assert regions[1]["index_size"] == regions[0]["index_size"]
 
 
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):

@@ -2,6 +2,7 @@
 segmentation on one frame in; transform and segmentation sequences synchronized to the browser, a volume table and
 a plot out, agreeing with ``oderegistration sequence`` on the same frames; a cancelled run changes nothing."""
 import csv
+import json
 import os
 
 import numpy as np
@@ -19,7 +20,7 @@ from ODERegistrationLib.logic.headless import add_volume, load_volume_sequence  
 from ODERegistrationLib.logic.segmentations import labels_from_segmentation  # noqa: E402
 
 from conftest import grid_points, transform_point_difference  # noqa: E402
-from test_logic_registration import add_segment_around, saved_mrml  # noqa: E402
+from test_logic_registration import add_segment_around, save_segmentation, saved_mrml  # noqa: E402
 
 REFERENCE = 2  # the ED frame of the piece, where the segmentation is drawn
 ITERATIONS = "40"
@@ -130,6 +131,16 @@ def test_the_warnings_name_the_panels_settings_not_command_line_options(mrml, ci
         SequenceRequest(sequence, REFERENCE, segmentation, parameters))
     assert any("(CPU threads = 0 uses every core)" in warning for warning in outputs.warnings)
     assert not any("--" in warning for warning in outputs.warnings)
+
+
+def test_the_command_line_names_the_segments_of_the_labels_slicer_saved(mrml, cine_piece_files, tmp_path, capsys):
+    _, _, segmentation = scene_with_cine(mrml, cine_piece_files)
+    saved = save_segmentation(mrml.scene, segmentation, tmp_path / "ED.seg.nrrd")
+    output = tmp_path / "out"
+    assert main(["sequence", "--cine", str(cine_piece_files["cine"]), "--labels", saved, "--reference-phase",
+                 str(REFERENCE), "--iterations", "2", "--output-dir", str(output), "--quiet"]) == 0
+    assert "label 1 (LV blood pool): ED phase" in capsys.readouterr().out
+    assert json.loads((output / "report.json").read_text())["labels"]["2"]["name"] == "LV myocardium"
 
 
 def test_a_run_leaves_the_cine_and_its_segmentation_as_the_scene_saves_them(mrml, cine_piece_files):

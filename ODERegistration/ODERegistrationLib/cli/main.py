@@ -11,14 +11,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
                       register_images)
 from ..engine.core.device import is_out_of_memory
-from ..engine.pipeline.io import (check_output_dir, is_pair_output, is_sequence_output, read_image,
-                                  refuse_another_commands_outputs, refuse_inputs_among_outputs, write_result,
-                                  write_sequence)
+from ..engine.pipeline.io import (check_output_dir, is_pair_output, is_sequence_output, read_image, read_label_map,
+                                  refuse_another_commands_outputs, refuse_inputs_among_outputs, segment_names,
+                                  write_result, write_sequence)
 from ..engine.core.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--fixed", required=True,
                           help="fixed (reference) image: any file SimpleITK reads, or a folder of one DICOM series")
     register.add_argument("--moving", required=True, help="moving image, warped onto the fixed image")
-    register.add_argument("--moving-labels", help="label map on the moving image, propagated onto the fixed image")
+    register.add_argument("--moving-labels", help="label map on the moving image, propagated onto the fixed image "
+                                                  "(a Slicer .seg.nrrd too: its segments' names are reported)")
     register.add_argument("--fixed-labels", help="label map on the fixed image, to score Dice and Hausdorff")
     register.add_argument("--fixed-mask", help="label map on the fixed image: the similarity counts only its nonzero voxels")
     register.add_argument("--moving-mask", help="label map on the moving image: likewise, in the moving image")
@@ -199,12 +200,17 @@ def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, qui
                                 is_pair_output)
     names = {key: f"{key.replace('_', ' ')} {path}" for key, path in inputs.items()}
     names["region_corners"] = "--roi box"
-    images = {key: read_image(path, key.replace("_", " ")) for key, path in inputs.items()}
+    images = {key: read_image(inputs[key], key) for key in ("fixed", "moving")}
+    for key in [key for key in inputs if key not in images]:  # fixed_labels, moving_mask...: maps of their image
+        images[key] = read_label_map(inputs[key], key.replace("_", " "), images[key.split("_")[0]],
+                                     mask=key.endswith("_mask"))
     with ProgressBar(disabled=quiet) as bar:
         result = register_images(images["fixed"], images["moving"], parameters,
                                  moving_labels=images.get("moving_labels"), fixed_labels=images.get("fixed_labels"),
                                  progress=bar.update, names=names, fixed_mask=images.get("fixed_mask"),
                                  moving_mask=images.get("moving_mask"), region_corners=region_corners)
+    if "moving_labels" in inputs:
+        _name_labels(result.report.get("labels", {}), inputs["moving_labels"])
     write_result(result, output_dir,
                  lambda folder: save_qa_figure(images["fixed"], images["moving"], result, folder / "qa.png",
                                                images.get("fixed_labels"), images.get("moving_labels")))
@@ -219,7 +225,8 @@ def _run(inputs: dict, output_path: str, parameters: RegistrationParameters, qui
           f"({report['inverse_folded_voxels']} in the inverse), min det J {report['min_jacobian']:.3f}, "
           f"inverse consistency {report['inverse_consistency_mm']:.3f} mm")
     for label, scores in report.get("labels", {}).items():
-        print(f"  label {label}: Dice {scores['before']['dice']:.3f} -> {scores['after']['dice']:.3f}")
+        print(f"  label {_named(label, scores)}: Dice {scores['before']['dice']:.3f} -> "
+              f"{scores['after']['dice']:.3f}")
     return 0
 
 
@@ -230,8 +237,8 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
     refuse_inputs_among_outputs(output_dir, {name: path for name, path in inputs.items() if path},
                                 is_sequence_output)
     cine = read_cine(read_image(arguments.cine, "cine"), arguments.time_axis, f"cine {arguments.cine}")
-    labels = reference_labels(read_image(arguments.labels, "labels"), cine, arguments.reference_phase,
-                              f"labels {arguments.labels}")
+    labels = reference_labels(read_label_map(arguments.labels, "labels", cine.phases[0]), cine,
+                              arguments.reference_phase, f"labels {arguments.labels}")
     experts = None
     if arguments.expert_labels:
         experts = expert_phases(read_image(arguments.expert_labels, "expert labels"), cine,
@@ -245,6 +252,7 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
         save_volume_curve(result, cine, folder / "volume_curve.png")
         save_sequence_qa(result, cine, folder / "qa.png")
 
+    _name_labels(result.report["labels"], arguments.labels)
     write_sequence(result, cine, output_dir, pictures)
     report = result.report
     for warning in report["warnings"]:
@@ -252,8 +260,8 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
     print(f"{output_dir}: {report['phases']} phases x {len(report['labelled_slices'])} labelled slices in "
           f"{report['seconds']:.1f} s on {report['batch']['device']}, {report['folded_voxels']} folded voxels")
     for label, cycle in report["labels"].items():
-        print(f"  label {label}: ED phase {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES phase {cycle['es_phase']} "
-              f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
+        print(f"  label {_named(label, cycle)}: ED phase {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES phase "
+              f"{cycle['es_phase']} {cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
     for label, cycle in report.get("expert", {}).get("labels", {}).items():
         if cycle["slices"]:
             print(f"  label {label} against the expert on slices {cycle['slices']}: expert EF "
@@ -262,6 +270,19 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
         else:
             print(f"  label {label}: no slice is contoured by the expert at two phases, so no expert EF")
     return 0
+
+
+def _name_labels(labels: Dict[str, dict], path: str) -> None:
+    """Each label's entry in the report gets its segment's name where the labels are a Slicer segmentation."""
+    names = segment_names(path)
+    for label, entry in labels.items():
+        if label in names:
+            entry["name"] = names[label]
+
+
+def _named(label: str, scores: dict) -> str:
+    """``1 (RV cavity)`` where the labels came from a Slicer segmentation, else ``1``."""
+    return f"{label} ({scores['name']})" if "name" in scores else label
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from .registration import RegistrationResult
 from .sequence import Cine, SequenceResult
-from .validation import InputError
+from .validation import InputError, same_grid
 
 OUTPUT_FILES = {
     "forward": "displacement.nii.gz",
@@ -44,6 +44,50 @@ def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path, name)
     return image
+
+
+def read_label_map(path: str | os.PathLike, name: str, image: sitk.Image, mask: bool = False) -> sitk.Image:
+    """A label map or mask of ``image`` as :func:`read_image` reads it, taken as meant in the two cases where ITK
+    reads what Slicer writes otherwise: a segmentation (.seg.nrrd) whose segments overlap holds one layer per
+    component (a mask is their union; labels, one value per voxel, cannot be), and a 2-D image's segmentation is a
+    volume of one slice (its plane is taken when it lies on the image's grid)."""
+    labels = read_image(path, name)
+    layers = labels.GetNumberOfComponentsPerPixel()
+    if layers > 1 and _is_slicer_segmentation(labels):
+        if not mask:
+            raise InputError(f"{name} {path}: is a Slicer segmentation whose segments overlap ({layers} layers), so "
+                             "a voxel has no single label; make them exclusive (Segment Editor's masking, 'Overwrite "
+                             "other segments') or give the enclosing segment as a mask")
+        labels = sitk.VectorMagnitude(labels) > 0
+    if image.GetDimension() == 2 and labels.GetDimension() == 3 and labels.GetSize()[2] == 1:
+        try:
+            plane = labels[:, :, 0]
+        except RuntimeError:  # a slice whose plane is not the image's axes: check_labels names the grids
+            return labels
+        if same_grid(plane, image):
+            return plane
+    return labels
+
+
+def segment_names(path: str | os.PathLike) -> Dict[str, str]:
+    """The segments' names by label value in a Slicer segmentation file's header; empty for any other input."""
+    if Path(path).is_dir():
+        return {}
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    keys = set(reader.GetMetaDataKeys())
+    names = {}
+    for index in range(len(keys)):
+        value_key, name_key = f"Segment{index}_LabelValue", f"Segment{index}_Name"
+        if value_key not in keys or name_key not in keys:
+            break
+        names[reader.GetMetaData(value_key).strip()] = reader.GetMetaData(name_key).strip()
+    return names
+
+
+def _is_slicer_segmentation(image: sitk.Image) -> bool:
+    return image.HasMetaDataKey("Segment0_Layer")
 
 
 def _sitk_reason(error: RuntimeError) -> str:

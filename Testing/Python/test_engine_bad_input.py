@@ -144,9 +144,35 @@ def test_a_nifti_file_that_ends_early_is_refused(tmp_path, capsys, write, suffix
 
 def test_labels_on_another_grid(tmp_path, capsys, write):
     fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
-    labels = write("labels.nii.gz", sitk.Image([16, 16], sitk.sitkUInt8))
+    other_voxels = sitk.Image([16, 16], sitk.sitkUInt8)
+    other_voxels.SetSpacing([2.0, 2.0])
+    other_voxels[8, 8] = 1
+    labels = write("labels.nii.gz", other_voxels)
     code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--moving-labels", labels)
-    assert code == 2 and labels in message and "grid" in message and not output.exists()
+    assert code == 2 and f"{labels}: its grid (size (16, 16), spacing (2.0, 2.0))" in message and not output.exists()
+
+
+def test_labels_on_the_images_voxels_over_another_extent_are_placed_on_its_grid(tmp_path, capsys, write):
+    """A segmentation saved cropped to its segments, or grown to hold them, as Slicer can save one: the image's
+    voxels over another extent, refused before as another grid. Labels beyond the image's extent are refused, not
+    dropped."""
+    image = write("image.nii.gz", image_2d())
+    array = np.zeros((32, 32), np.uint8)
+    array[10:20, 12:22] = 1
+    full = sitk.GetImageFromArray(array)
+    grown = sitk.ConstantPad(full, [4, 4], [4, 4])
+    warped = []
+    for name, labels in (("full", full), ("cropped", full[8:24, 6:26]), ("grown", grown)):
+        output = tmp_path / name
+        assert main(["register", "--fixed", image, "--moving", image, "--moving-labels", write(f"{name}.nii.gz", labels),
+                     "--output-dir", str(output), "--iterations", "1", "--quiet"]) == 0
+        warped.append(sitk.ReadImage(str(output / "warped_labels.nii.gz")))
+    assert all(labels.GetSize() == (32, 32) and np.array_equal(sitk.GetArrayFromImage(labels), array)
+               for labels in warped)
+    grown[0, 0] = 1
+    beyond = write("beyond.nii.gz", grown)
+    code, message, output = run_cli(tmp_path, capsys, image, image, "--moving-labels", beyond)
+    assert code == 2 and f"{beyond}: 1 of its labelled voxels lie beyond" in message and not output.exists()
 
 
 def test_complex_labels_are_refused(tmp_path, capsys, write):

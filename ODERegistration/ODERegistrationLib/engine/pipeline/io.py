@@ -47,10 +47,11 @@ def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
 
 
 def read_label_map(path: str | os.PathLike, name: str, image: sitk.Image, mask: bool = False) -> sitk.Image:
-    """A label map or mask of ``image`` as :func:`read_image` reads it, taken as meant in the two cases where ITK
-    reads what Slicer writes otherwise: a segmentation (.seg.nrrd) whose segments overlap holds one layer per
-    component (a mask is their union; labels, one value per voxel, cannot be), and a 2-D image's segmentation is a
-    volume of one slice (its plane is taken when it lies on the image's grid)."""
+    """A label map or mask of ``image`` as :func:`read_image` reads it, taken as meant where ITK reads what Slicer
+    writes otherwise: a segmentation (.seg.nrrd) whose segments overlap holds one layer per component (a mask is
+    their union; labels, one value per voxel, cannot be); a 2-D image's segmentation is a volume of one slice (its
+    plane is taken); and a segmentation is saved on the image's voxels but over another extent (cropped to its
+    segments, or grown to hold them), which is placed on the image's grid voxel for voxel."""
     labels = read_image(path, name)
     layers = labels.GetNumberOfComponentsPerPixel()
     if layers > 1 and _is_slicer_segmentation(labels):
@@ -61,12 +62,33 @@ def read_label_map(path: str | os.PathLike, name: str, image: sitk.Image, mask: 
         labels = sitk.VectorMagnitude(labels) > 0
     if image.GetDimension() == 2 and labels.GetDimension() == 3 and labels.GetSize()[2] == 1:
         try:
-            plane = labels[:, :, 0]
+            labels = labels[:, :, 0]
         except RuntimeError:  # a slice whose plane is not the image's axes: check_labels names the grids
             return labels
-        if same_grid(plane, image):
-            return plane
+    if labels.GetDimension() == image.GetDimension() and not same_grid(labels, image) and _same_voxels(labels, image):
+        return _on_the_grid_of(image, labels, f"{name} {path}")
     return labels
+
+
+def _same_voxels(labels: sitk.Image, image: sitk.Image) -> bool:
+    """The same spacing and axes, and an origin a whole number of voxels away: the image's grid, another extent."""
+    if not (np.allclose(labels.GetSpacing(), image.GetSpacing(), rtol=1e-5)
+            and np.allclose(labels.GetDirection(), image.GetDirection(), atol=1e-5)):
+        return False
+    offset = np.array(image.TransformPhysicalPointToContinuousIndex(labels.GetOrigin()))
+    return bool(np.allclose(offset, np.round(offset), atol=1e-3))
+
+
+def _on_the_grid_of(image: sitk.Image, labels: sitk.Image, name: str) -> sitk.Image:
+    """Labels on the image's voxels over another extent, copied onto the image's extent; labels beyond it would be
+    lost without a word, so they are refused."""
+    placed = sitk.Resample(labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
+    lost = (np.count_nonzero(sitk.GetArrayViewFromImage(labels))
+            - np.count_nonzero(sitk.GetArrayViewFromImage(placed)))
+    if lost:
+        raise InputError(f"{name}: {lost} of its labelled voxels lie beyond its image's extent; give labels within "
+                         "the image (in Slicer: export the segmentation with the image as reference volume)")
+    return placed
 
 
 def segment_names(path: str | os.PathLike) -> Dict[str, str]:

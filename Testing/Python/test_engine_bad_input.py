@@ -1,5 +1,6 @@
 """Each bad input gets one clear line naming the file and the problem, exit code 2, and no output directory."""
 import locale
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -82,10 +83,12 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and "is a folder holding no DICOM series" in message and message.count("\n") == 0
 
 
-def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position: bool = False) -> None:
+def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position: bool = False,
+                       trigger_ms: Optional[float] = None, first_instance: int = 1) -> None:
     """One file per slice with the tags GDCM sorts a series by; ``one_position`` puts every image at the first
-    slice's position, as a single-slice cine's phases are. GDCM's writer sets the C library's locale to "C", after
-    which Python reads text as ASCII: the locale is put back."""
+    slice's position, as a single-slice cine's phases are; ``trigger_ms`` makes the volume one phase of a cine.
+    GDCM's writer sets the C library's locale to "C", after which Python reads text as ASCII: the locale is put
+    back."""
     locale_before = locale.setlocale(locale.LC_ALL)
     folder.mkdir(exist_ok=True)
     writer = sitk.ImageFileWriter()
@@ -94,11 +97,14 @@ def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position
     for k in range(volume.GetDepth()):
         image = volume[:, :, k]
         position = volume.TransformIndexToPhysicalPoint((0, 0, 0 if one_position else k))
-        for tag, value in {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.1", "0020|000e": series_uid,
-                           "0020|0032": "\\".join(map(str, position)), "0020|0013": str(k + 1),
-                           "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))}.items():
+        tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.1", "0020|000e": series_uid,
+                "0020|0032": "\\".join(map(str, position)), "0020|0013": str(first_instance + k),
+                "0020|0037": "\\".join(map(str, (d[0], d[3], d[6], d[1], d[4], d[7])))}
+        if trigger_ms is not None:
+            tags["0018|1060"] = f"{trigger_ms:g}"
+        for tag, value in tags.items():
             image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series_uid}_{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{series_uid}_{first_instance + k:03d}.dcm"))
         writer.Execute(image)
     locale.setlocale(locale.LC_ALL, locale_before)
 
@@ -117,9 +123,12 @@ def test_a_dicom_folder_of_one_volume_is_read_and_others_are_refused(tmp_path, c
     write_dicom_series(volume, tmp_path / "two", "1.2.826.0.1.4")
     write_dicom_series(volume, tmp_path / "two", "1.2.826.0.1.5")
     moving = write("moving.nii.gz", sitk.Cast(volume, sitk.sitkFloat32))
-    for folder, expected in (("cine", "holds 4 images at 1 slice positions"), ("two", "holding 2 DICOM series")):
+    for folder, expected in (("cine", "holds 4 images at 1 slice positions (a cine, or several echoes), not one volume; `oderegistration sequence --cine` reads"), ("two", "holding 2 DICOM series")):
         code, message, output = run_cli(tmp_path, capsys, str(tmp_path / folder), moving)
         assert code == 2 and expected in message and message.count("\n") == 0 and not output.exists()
+    assert main(["sequence", "--cine", str(tmp_path / "volume"), "--labels", moving, "--reference-phase", "0",
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    assert "one image per slice position (a volume), not a cine" in capsys.readouterr().err
     series_files = sorted((tmp_path / "volume").iterdir())
     assert main(["register", "--fixed", str(tmp_path / "volume"), "--moving", moving, "--output-dir",
                  str(tmp_path / "volume"), "--iterations", "1"]) == 2

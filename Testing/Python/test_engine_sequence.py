@@ -9,12 +9,14 @@ import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
+from ODERegistrationLib.engine.pipeline.io import read_image
 from ODERegistrationLib.engine.presets import load_preset
 from ODERegistrationLib.engine.pipeline.registration import resample, warp_labels
 from ODERegistrationLib.engine.pipeline.sequence import read_cine, reference_labels, register_sequence, times_in_ms
 from ODERegistrationLib.engine.pipeline.validation import same_grid
 
 from conftest import CINE, cine_piece
+from test_engine_bad_input import write_dicom_series
 
 STACK_SLICES = (2, 6)
 
@@ -273,6 +275,51 @@ def test_contours_drawn_on_every_other_slice_give_every_output(data_dir, tmp_pat
     sitk.WriteImage(skipped_image, str(paths["labels"]))
     assert sequence(paths, tmp_path / "out", "--iterations", "2") == 0
     assert (tmp_path / "out" / "qa.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def write_dicom_cine(cine: sitk.Image, folder) -> None:
+    """Every phase at each slice position in one series, with its trigger time; the instance numbers run against
+    time, so that only the trigger times give the phases' order."""
+    slices, phases = cine.GetSize()[2:]
+    for t in range(phases):
+        write_dicom_series(cine[:, :, :, t], folder, "1.2.826.0.1.9", trigger_ms=40.0 * t,
+                           first_instance=1 + (phases - 1 - t) * slices)
+
+
+def test_a_dicom_cine_series_is_read_as_the_cine(cine_piece_files, tmp_path, capsys):
+    """Clinicians export a cine as DICOM; it was refused as a folder ('convert it with dcm2niix'). Every phase at
+    each slice position of the oblique development cine comes back in place, ordered by trigger time."""
+    cine = sitk.ReadImage(str(cine_piece_files["cine"]))  # 16-bit whole numbers, as DICOM holds them
+    write_dicom_cine(cine, tmp_path / "dicom")
+    read = read_image(tmp_path / "dicom", "cine", cine=True)
+    assert read.GetSize() == cine.GetSize()
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(cine))
+    as_read, written = read_cine(read, False, "cine"), read_cine(cine, False, "cine")
+    assert as_read.times_ms == written.times_ms == [0.0, 40.0, 80.0]
+    assert all(same_grid(a, b) for a, b in zip(as_read.phases, written.phases))
+    assert main(["sequence", "--cine", str(tmp_path / "dicom"), "--labels", str(cine_piece_files["labels"]),
+                 "--reference-phase", "2", "--iterations", "2", "--output-dir", str(tmp_path / "out"), "--quiet"]) == 0
+    for file in sorted((tmp_path / "dicom").iterdir())[:1]:
+        file.unlink()
+    assert main(["sequence", "--cine", str(tmp_path / "dicom"), "--labels", str(cine_piece_files["labels"]),
+                 "--reference-phase", "2", "--output-dir", str(tmp_path / "refused")]) == 2
+    assert "holds 2 to 3 images per slice position; every position needs every phase" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_dicom_cine_of_one_slice_takes_a_2d_label_map(cine_piece_files, tmp_path):
+    """The most common cine: one slice position, its phases in one series; the contours of one phase are 2-D
+    (axis-aligned here: a 2-D file cannot hold an oblique plane)."""
+    cine, labels_4d = (sitk.ReadImage(str(cine_piece_files[key]))[:, :, 1:2, :] for key in ("cine", "labels"))
+    for image in (cine, labels_4d):
+        image.SetDirection(np.eye(4).ravel().tolist())
+    write_dicom_cine(cine, tmp_path / "dicom")
+    labels = tmp_path / "labels.nii.gz"
+    sitk.WriteImage(labels_4d[:, :, 0, 2], str(labels))
+    assert main(["sequence", "--cine", str(tmp_path / "dicom"), "--labels", str(labels), "--reference-phase", "2",
+                 "--iterations", "2", "--output-dir", str(tmp_path / "out"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["phases"] == 3 and report["times_ms"] == [0.0, 40.0, 80.0]
 
 
 @pytest.mark.parametrize("case, message", [

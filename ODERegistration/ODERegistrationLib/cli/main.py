@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sequence = commands.add_parser("sequence", help="carry the labels drawn on one phase of a cine through every "
                                                     "phase, with the volume curve and the ejection fraction")
     sequence.set_defaults(usage=sequence)
-    sequence.add_argument("--cine", required=True, help="4-D image (x, y, slice, phase), or a 3-D one with --time-axis")
+    sequence.add_argument("--cine", required=True, help="4-D image (x, y, slice, phase), a 3-D one with --time-axis, "
+                                                       "or a folder of one DICOM cine series")
     sequence.add_argument("--time-axis", action="store_true", help="read a 3-D --cine as 2-D + time (x, y, phase)")
     sequence.add_argument("--labels", required=True,
                           help="label map on the reference phase, or a label sequence like the cine (its reference "
@@ -236,7 +237,7 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
     inputs = {"cine": arguments.cine, "labels": arguments.labels, "expert labels": arguments.expert_labels}
     refuse_inputs_among_outputs(output_dir, {name: path for name, path in inputs.items() if path},
                                 is_sequence_output)
-    cine = read_cine(read_image(arguments.cine, "cine"), arguments.time_axis, f"cine {arguments.cine}")
+    cine = read_cine(read_image(arguments.cine, "cine", cine=True), arguments.time_axis, f"cine {arguments.cine}")
     labels = reference_labels(read_label_map(arguments.labels, "labels", cine.phases[0]), cine,
                               arguments.reference_phase, f"labels {arguments.labels}")
     experts = None

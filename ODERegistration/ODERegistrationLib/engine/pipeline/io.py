@@ -10,7 +10,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,12 +29,12 @@ OUTPUT_FILES = {
 }
 
 
-def read_image(path: str | os.PathLike, name: str) -> sitk.Image:
-    """Read any file SimpleITK reads, or a folder of one DICOM series; a missing or unreadable input is an
-    InputError naming it."""
+def read_image(path: str | os.PathLike, name: str, cine: bool = False) -> sitk.Image:
+    """Read any file SimpleITK reads, or a folder of one DICOM series (with ``cine``, a cine series: every phase at
+    each slice position); a missing or unreadable input is an InputError naming it."""
     path = Path(path)
     if path.is_dir():
-        return _read_dicom_series(path, name)
+        return _read_dicom_series(path, name, cine)
     if not path.is_file():
         raise InputError(f"{name} {path}: no such file")
     try:
@@ -118,9 +118,10 @@ def _sitk_reason(error: RuntimeError) -> str:
                  if line.strip().startswith("sitk::ERROR:")), "not an image format SimpleITK can read")
 
 
-def _read_dicom_series(folder: Path, name: str) -> sitk.Image:
-    """A folder holding one DICOM series of one image per slice position, as GDCM sorts it. A cine series (every
-    phase at each position) would stack its phases as slices 1 mm apart without a word, so it is refused."""
+def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:
+    """A folder holding one DICOM series: a volume of one image per slice position, as GDCM sorts it, or with
+    ``cine`` a cine of every phase at each position. A cine read as a volume would stack its phases as slices 1 mm
+    apart without a word, so it is refused there, and a volume is no cine."""
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's multi-line warning for a folder with no series
     try:
@@ -132,24 +133,71 @@ def _read_dicom_series(folder: Path, name: str) -> sitk.Image:
         raise InputError(f"{name} {folder}: is a folder holding {found}; give an image file or the folder of one "
                          "DICOM series")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
     try:
-        positions = {tuple(np.round(_slice_position(file), 2)) for file in files}
+        headers = [_dicom_header(file) for file in files]
+        positions = {_position_key(header) for header in headers}
+        if cine and len(positions) == len(files):
+            raise InputError(f"{name} {folder}: its DICOM series holds one image per slice position (a volume), not "
+                             "a cine of every phase at each position")
+        if cine:
+            return _read_dicom_cine(headers, f"{name} {folder}")
         if len(positions) < len(files):
             raise InputError(f"{name} {folder}: its DICOM series holds {len(files)} images at {len(positions)} slice "
-                             "positions (a cine, or several echoes), not one volume; convert it (dcm2niix writes a "
-                             "cine as a 4-D NIfTI for `oderegistration sequence`) or load it in Slicer")
-        return reader.Execute()
+                             "positions (a cine, or several echoes), not one volume; `oderegistration sequence "
+                             "--cine` reads a cine series")
+        return _read_files(files)
     except RuntimeError as error:
         raise InputError(f"{name} {folder}: its DICOM series cannot be read ({_sitk_reason(error)})") from None
 
 
-def _slice_position(file: str) -> Tuple[float, ...]:
+TRIGGER_TIME = "0018|1060"
+"""DICOM's trigger time: ms from the R wave, the time of a cine phase."""
+INSTANCE_NUMBER = "0020|0013"
+
+
+def _dicom_header(file: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(file)
     reader.ReadImageInformation()
-    return reader.GetOrigin()
+    return reader
+
+
+def _position_key(header: sitk.ImageFileReader) -> Tuple[float, ...]:
+    return tuple(np.round(header.GetOrigin(), 2))
+
+
+def _read_files(files: List[str]) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _read_dicom_cine(headers: List[sitk.ImageFileReader], name: str) -> sitk.Image:
+    """A 4-D image (x, y, slice, phase): the positions ordered along the slices' normal, each position's images by
+    trigger time (by instance number where a file has none), the time axis in ms from the trigger times (their mean
+    step)."""
+    by_position: Dict[Tuple[float, ...], list] = {}
+    for header in headers:
+        by_position.setdefault(_position_key(header), []).append(header)
+    counts = sorted({len(images) for images in by_position.values()})
+    if len(counts) > 1:
+        raise InputError(f"{name}: its DICOM cine holds {counts[0]} to {counts[-1]} images per slice position; "
+                         "every position needs every phase")
+    timed = all(header.HasMetaDataKey(TRIGGER_TIME) for header in headers)
+    tag = TRIGGER_TIME if timed else INSTANCE_NUMBER
+
+    def when(header: sitk.ImageFileReader) -> float:
+        try:
+            return float(header.GetMetaData(tag))
+        except (RuntimeError, ValueError):  # no such tag, or no number in it: GDCM's order
+            return 0.0
+
+    normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
+    stacks = [sorted(by_position[key], key=when) for key in sorted(by_position, key=lambda key: np.dot(key, normal))]
+    phases = [_read_files([stack[t].GetFileName() for stack in stacks]) for t in range(counts[0])]
+    times = [when(image) for image in stacks[0]]
+    step = (times[-1] - times[0]) / (len(times) - 1) if timed and len(times) > 1 else 1.0
+    return sitk.JoinSeries(phases, times[0] if timed else 0.0, step)
 
 
 def _check_nifti_complete(path: Path, name: str) -> None:

@@ -163,7 +163,7 @@ def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name:
             raise InputError(f"{name}: has {labels.GetSize()[cine.time_axis_in_input]} phases, the cine "
                              f"{len(cine.phases)}")
         labels = split_phases(labels, cine.time_axis_in_input == 2, name).phases[reference_phase]
-    elif cine.time_axis_in_input == 2 and labels.GetDimension() == 2:  # a 2-D map in the plane of the frames
+    elif labels.GetDimension() == 2 and reference.GetSize()[2] == 1:  # a 2-D map in the plane of one-slice frames
         check_labels(labels, reference[:, :, 0], name, f"the cine's phase {reference_phase}")
         labels = _on_grid(sitk.GetArrayFromImage(labels)[None], reference)
     array = check_labels(labels, reference, name, f"the cine's phase {reference_phase}")

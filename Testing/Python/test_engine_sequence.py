@@ -3,6 +3,7 @@ input's layout, the fields alone reproduce the propagated labels, volumes and EF
 inputs give one line, exit 2 and nothing written."""
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from ODERegistrationLib.engine.pipeline.io import read_image
 from ODERegistrationLib.engine.presets import load_preset
 from ODERegistrationLib.engine.pipeline.registration import resample, warp_labels
 from ODERegistrationLib.engine.pipeline.sequence import read_cine, reference_labels, register_sequence, times_in_ms
-from ODERegistrationLib.engine.pipeline.validation import same_grid
+from ODERegistrationLib.engine.pipeline.validation import InputError, same_grid
 
 from conftest import CINE, cine_piece
 from test_engine_bad_input import write_dicom_series
@@ -305,6 +306,22 @@ def test_a_dicom_cine_series_is_read_as_the_cine(cine_piece_files, tmp_path, cap
                  "--reference-phase", "2", "--output-dir", str(tmp_path / "refused")]) == 2
     assert "holds 2 to 3 images per slice position; every position needs every phase" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("a phase of another size", "phase 1 (size (20, 20, 2), spacing (1.5, 1.5, 8.0)) lies on another grid than "
+                                "phase 0 (size (16, 16, 2))"),
+    ("two images at one time", "two images at one trigger time and slice position")])
+def test_a_dicom_cine_whose_phases_do_not_fit_is_refused(tmp_path, case, message):
+    """SimpleITK's JoinSeries crops every phase to the first one's size without a word, and phases at one trigger
+    time have no order (their step of 0 ended in 'not an image format SimpleITK can read')."""
+    for t, size in enumerate((16, 20 if case == "a phase of another size" else 16)):
+        phase = sitk.GetImageFromArray(np.random.default_rng(t).integers(0, 1000, (2, size, size)).astype(np.int16))
+        phase.SetSpacing((1.5, 1.5, 8.0))
+        write_dicom_series(phase, tmp_path / "dicom", "1.2.826.0.1.10",
+                           trigger_ms=40.0 * t if case == "a phase of another size" else 0.0, first_instance=1 + 2 * t)
+    with pytest.raises(InputError, match=re.escape(message)):
+        read_image(tmp_path / "dicom", "cine", cine=True)
 
 
 def test_a_dicom_cine_of_one_slice_takes_a_2d_label_map(cine_piece_files, tmp_path):

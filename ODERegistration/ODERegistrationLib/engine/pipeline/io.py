@@ -194,7 +194,15 @@ def _read_dicom_cine(headers: List[sitk.ImageFileReader], name: str) -> sitk.Ima
 
     normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
     stacks = [sorted(by_position[key], key=when) for key in sorted(by_position, key=lambda key: np.dot(key, normal))]
+    if timed and any(len({when(image) for image in stack}) < len(stack) for stack in stacks):
+        raise InputError(f"{name}: its DICOM cine has two images at one trigger time and slice position (several "
+                         "echoes, or a repeated acquisition), so its phases cannot be told apart")
     phases = [_read_files([stack[t].GetFileName() for stack in stacks]) for t in range(counts[0])]
+    for t, phase in enumerate(phases):  # JoinSeries would crop or pad a phase to the first one's size silently
+        if not same_grid(phase, phases[0]):
+            raise InputError(f"{name}: its DICOM cine's phase {t} (size {phase.GetSize()}, spacing "
+                             f"{tuple(round(s, 4) for s in phase.GetSpacing())}) lies on another grid than phase 0 "
+                             f"(size {phases[0].GetSize()}); the phases of a cine share one grid")
     times = [when(image) for image in stacks[0]]
     step = (times[-1] - times[0]) / (len(times) - 1) if timed and len(times) > 1 else 1.0
     return sitk.JoinSeries(phases, times[0] if timed else 0.0, step)

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
-from ODERegistrationLib.engine.pipeline.io import read_image
+from ODERegistrationLib.engine.pipeline.inputs import read_image
 
 
 def image_2d(array=None, spacing=(1.0, 1.0)):

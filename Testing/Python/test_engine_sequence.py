@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import main
-from ODERegistrationLib.engine.pipeline.io import read_image
+from ODERegistrationLib.engine.pipeline.inputs import read_image
 from ODERegistrationLib.engine.presets import load_preset
 from ODERegistrationLib.engine.pipeline.registration import resample, warp_labels
 from ODERegistrationLib.engine.pipeline.sequence import read_cine, reference_labels, register_sequence, times_in_ms

@@ -16,9 +16,10 @@ from typing import Dict, List, Optional
 from ..engine import (DeviceError, InputError, RegistrationCancelled, RegistrationParameters, __version__,
                       register_images)
 from ..engine.core.device import is_out_of_memory
-from ..engine.pipeline.io import (check_output_dir, is_pair_output, is_sequence_output, read_image, read_label_map,
-                                  refuse_another_commands_outputs, refuse_inputs_among_outputs, segment_names,
-                                  write_result, write_sequence)
+from ..engine.pipeline.inputs import read_image, read_label_map, segment_names
+from ..engine.pipeline.outputs import (check_output_dir, is_pair_output, is_sequence_output,
+                                       refuse_another_commands_outputs, refuse_inputs_among_outputs, write_result,
+                                       write_sequence)
 from ..engine.core.optimizer import RegistrationDiverged
 from ..engine.parameters import REGIONS, defaults, field_type, option_flag, specs
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files

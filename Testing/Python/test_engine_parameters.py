@@ -22,7 +22,7 @@ def test_paper_preset_is_the_published_configuration():
 
 
 def test_the_shipped_preset_files_are_the_dataclass_defaults_and_paper_values():
-    """Presets are data (Resources/Presets); the values they hold are defined once, in the dataclass."""
+    """Presets are data (ODERegistrationLib/presets); the values they hold are defined once, in the dataclass."""
     assert set(preset_files()) >= {"fast", "paper", "sequence"}
     assert load_preset("fast") == RegistrationParameters()
     assert load_preset("paper").as_dict() == paper_values()

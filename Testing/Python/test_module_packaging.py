@@ -1,6 +1,7 @@
 """The Qt layer cannot run here, so its contract is checked statically: the .ui file, the names the widget code
 uses, the parameter-node bindings, the CMake script lists and the ExtensionsIndex description."""
 import ast
+import fnmatch
 import json
 import re
 import subprocess
@@ -146,6 +147,25 @@ def test_cmake_lists_every_python_file_and_resource():
                if path.is_file() and path.suffix != ".txt"
                and not any(part == "__pycache__" or part.endswith(".egg-info") for part in path.parts)}
     assert listed == on_disk
+
+
+def test_a_wheel_carries_every_data_file_the_package_reads():
+    """`pip install .` (not `-e`) installs the package with its package data only: the presets, kept outside it in
+    Resources/Presets, were missing, and every command ended in a traceback ("no such preset (shipped: )")."""
+    import tomllib
+
+    from ODERegistrationLib.engine.presets import SHIPPED_PRESETS
+
+    package_data = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    root = MODULE / "ODERegistrationLib"
+    for path in root.rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc"):
+            continue
+        owner = next(folder for folder in path.parents if (folder / "__init__.py").is_file())
+        package = ".".join(owner.relative_to(MODULE).parts)
+        relative = path.relative_to(owner).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in package_data.get(package, [])), relative
+    assert SHIPPED_PRESETS.is_relative_to(root) and sorted(SHIPPED_PRESETS.glob("*.json"))
 
 
 def test_extension_description_matches_cmake():

@@ -95,7 +95,7 @@ def add_parameter_options(parser: argparse.ArgumentParser, default_preset: str =
     """One option per engine parameter (from its Spec); each overrides the preset's value when given."""
     base = parser.add_mutually_exclusive_group()
     base.add_argument("--preset", default=default_preset, metavar="NAME|FILE",
-                      help=f"values to start from: {', '.join(preset_files())} (Resources/Presets) or a preset "
+                      help=f"values to start from: {', '.join(preset_files())} (shipped) or a preset "
                            f"file (default: {default_preset})")
     base.add_argument("--parameters", metavar="REPORT",
                       help="start from exactly the parameters of an earlier run's report.json")

@@ -1,4 +1,4 @@
-"""Presets as data: JSON files of parameter values, shipped in the module's ``Resources/Presets`` and saved by
+"""Presets as data: JSON files of parameter values, shipped in ``ODERegistrationLib/presets`` and saved by
 users anywhere (the Slicer panel uses the user's settings folder), read the same way by the CLI and the panel.
 
 A preset file is ``{"description": "...", "parameters": {name: value, ...}}`` and lists every parameter, so that a
@@ -12,8 +12,8 @@ from typing import Dict, Iterable, Optional
 
 from .parameters import RegistrationParameters, specs
 
-SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "Resources" / "Presets"
-"""ODERegistration/Resources/Presets in the source tree and in Slicer's installed module alike."""
+SHIPPED_PRESETS = Path(__file__).resolve().parents[1] / "presets"
+"""Inside the package, so that the source tree, an installed wheel and Slicer's installed module all hold them."""
 DEFAULT_PRESET = "fast"
 SEQUENCE_PRESET = "sequence"
 """What a cine sequence starts from: hundreds of slice problems in one batch, measured in docs/benchmarks.md."""

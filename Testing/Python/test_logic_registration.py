@@ -401,13 +401,21 @@ def test_the_command_line_reads_segmentations_as_slicer_saves_them(mrml, cardiac
         str(value): name for value, name in SEGMENT_NAMES.items()}
     assert "label 1 (RV cavity): Dice" in printed.out
 
-    add_segment_around(cardiac_2d["moving_segmentation"], cardiac_2d["moving"], "epicardium")
-    overlapping = save_segmentation(mrml.scene, cardiac_2d["moving_segmentation"], tmp_path / "ED2.seg.nrrd")
+    labelled = sitk.GetArrayFromImage(small_2d_pair["moving_labels"]) > 0
+    shifted = np.roll(labelled, 20, axis=1)  # overlaps the labels, so Slicer saves it in a layer of its own
+    segmentation = cardiac_2d["moving_segmentation"]
+    slicer.util.updateSegmentBinaryLabelmapFromArray(
+        shifted[None].astype(np.uint8), segmentation, segmentation.GetSegmentation().AddEmptySegment("shifted"),
+        cardiac_2d["moving"])
+    overlapping = save_segmentation(mrml.scene, segmentation, tmp_path / "ED2.seg.nrrd")
     code, printed = register("refused", "--moving-labels", overlapping)
     assert code == 2 and not (tmp_path / "refused").exists()
     assert printed.err.strip().count("\n") == 0 and "segments overlap (2 layers)" in printed.err
+    union = sitk.GetImageFromArray((labelled | shifted).astype(np.uint8))
+    union.CopyInformation(small_2d_pair["moving_labels"])
+    sitk.WriteImage(union, str(tmp_path / "union.nii.gz"))
     regions = []
-    for output, mask in (("mask", files["moving_labels"]), ("union", overlapping)):
+    for output, mask in (("mask", str(tmp_path / "union.nii.gz")), ("union", overlapping)):
         code, printed = register(output, "--moving-mask", mask)
         assert code == 0, printed.err
         regions.append(json.loads((tmp_path / output / "report.json").read_text())["region"])

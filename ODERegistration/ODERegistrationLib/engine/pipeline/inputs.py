@@ -119,20 +119,20 @@ def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:
         found = "no DICOM series" if not series else f"{len(series)} DICOM series"
         raise InputError(f"{name} {folder}: is a folder holding {found}; give an image file or the folder of one "
                          "DICOM series")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
     try:
-        headers = [_dicom_header(file) for file in files]
+        headers = [_dicom_header(file) for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder),
+                                                                                                 series[0])]
         positions = {_position_key(header) for header in headers}
-        if cine and len(positions) == len(files):
+        if cine and len(positions) == len(headers):
             raise InputError(f"{name} {folder}: its DICOM series holds one image per slice position (a volume), not "
                              "a cine of every phase at each position")
         if cine:
             return _read_dicom_cine(headers, f"{name} {folder}")
-        if len(positions) < len(files):
-            raise InputError(f"{name} {folder}: its DICOM series holds {len(files)} images at {len(positions)} slice "
-                             "positions (a cine, or several echoes), not one volume; `oderegistration sequence "
-                             "--cine` reads a cine series")
-        return _read_files(files)
+        if len(positions) < len(headers):
+            raise InputError(f"{name} {folder}: its DICOM series holds {len(headers)} images at {len(positions)} "
+                             "slice positions (a cine, or several echoes), not one volume; `oderegistration "
+                             "sequence --cine` reads a cine series")
+        return _read_slices(headers, f"{name} {folder}")
     except RuntimeError as error:
         raise InputError(f"{name} {folder}: its DICOM series cannot be read ({_sitk_reason(error)})") from None
 
@@ -153,9 +153,25 @@ def _position_key(header: sitk.ImageFileReader) -> Tuple[float, ...]:
     return tuple(np.round(header.GetOrigin(), 2))
 
 
-def _read_files(files: List[str]) -> sitk.Image:
+UNEVEN_SLICES = 0.1
+"""How far a slice may lie from its place on an even grid, as a fraction of the step between slices."""
+
+
+def _read_slices(headers: List[sitk.ImageFileReader], name: str) -> sitk.Image:
+    """One volume of the slices in order. ITK's series reader spaces the slices evenly from the first to the last,
+    so a series with a slice missing came back with every slice past the gap misplaced and only a multi-line
+    warning: such a series is refused."""
+    normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
+    heights = np.array([np.dot(header.GetOrigin(), normal) for header in headers])
+    if len(heights) > 2:
+        step = (heights[-1] - heights[0]) / (len(heights) - 1)
+        even = heights[0] + step * np.arange(len(heights))
+        if np.abs(heights - even).max() > UNEVEN_SLICES * abs(step):
+            gaps = np.round(np.diff(heights), 2)
+            raise InputError(f"{name}: its slices are not evenly spaced (steps of {gaps.min():g} to {gaps.max():g} "
+                             "mm along their normal: a slice missing?); give a series with every slice")
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    reader.SetFileNames([header.GetFileName() for header in headers])
     return reader.Execute()
 
 
@@ -184,7 +200,7 @@ def _read_dicom_cine(headers: List[sitk.ImageFileReader], name: str) -> sitk.Ima
     if timed and any(len({when(image) for image in stack}) < len(stack) for stack in stacks):
         raise InputError(f"{name}: its DICOM cine has two images at one trigger time and slice position (several "
                          "echoes, or a repeated acquisition), so its phases cannot be told apart")
-    phases = [_read_files([stack[t].GetFileName() for stack in stacks]) for t in range(counts[0])]
+    phases = [_read_slices([stack[t] for stack in stacks], name) for t in range(counts[0])]
     for t, phase in enumerate(phases):  # JoinSeries would crop or pad a phase to the first one's size silently
         if not same_grid(phase, phases[0]):
             raise InputError(f"{name}: its DICOM cine's phase {t} (size {phase.GetSize()}, spacing "

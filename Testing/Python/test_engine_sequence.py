@@ -308,6 +308,41 @@ def test_a_dicom_cine_series_is_read_as_the_cine(cine_piece_files, tmp_path, cap
     assert not (tmp_path / "refused").exists()
 
 
+def write_dicom_cine_by_position(cine: sitk.Image, folder, positions) -> None:
+    """Each slice position's phases in a series of its own, as many scanners store a short-axis stack."""
+    for k in positions:
+        for t in range(cine.GetSize()[3]):
+            write_dicom_series(cine[:, :, k:k + 1, t], folder, f"1.2.826.0.1.{20 + k}", trigger_ms=40.0 * t + k,
+                               first_instance=1 + t)
+
+
+def test_a_dicom_cine_stored_as_one_series_per_slice_position_is_read_as_the_cine(data_dir, tmp_path):
+    """A short-axis cine is often exported as one series per slice position; it was refused as 'a folder holding 4
+    DICOM series'. A repeated slice, another view or a slice missing in the folder is refused, not mixed in."""
+    cine = cine_piece(sitk.ReadImage(str(CINE / "SCD0000101_cine.nii.gz")), slices=(3, 6))
+    write_dicom_cine_by_position(cine, tmp_path / "stack", range(4))
+    read = read_image(tmp_path / "stack", "cine", cine=True)
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(cine))
+    assert all(same_grid(a, b) for a, b in zip(read_cine(read, False, "cine").phases,
+                                               read_cine(cine, False, "cine").phases))
+    write_dicom_cine_by_position(cine, tmp_path / "gap", (0, 1, 3))
+    with pytest.raises(InputError, match="its slices are not evenly spaced"):
+        read_image(tmp_path / "gap", "cine", cine=True)
+    write_dicom_cine_by_position(cine, tmp_path / "repeated", range(4))
+    write_dicom_series(cine[:, :, 1:2, 0], tmp_path / "repeated", "1.2.826.0.1.99", trigger_ms=0.0)
+    with pytest.raises(InputError, match="series 1.2.826.0.1.21 and 1.2.826.0.1.99 lie at the same slice position"):
+        read_image(tmp_path / "repeated", "cine", cine=True)
+    other_view = sitk.PermuteAxes(cine[:, :, :, 0], [0, 2, 1])[:, :, 0:1]
+    write_dicom_cine_by_position(cine, tmp_path / "two views", range(4))
+    write_dicom_series(other_view, tmp_path / "two views", "1.2.826.0.1.98", trigger_ms=0.0)
+    with pytest.raises(InputError, match="series 1.2.826.0.1.98 lies on another in-plane grid or orientation"):
+        read_image(tmp_path / "two views", "cine", cine=True)
+    for uid in ("1.2.826.0.1.96", "1.2.826.0.1.97"):
+        write_dicom_series(cine[:, :, :, 0], tmp_path / "two volumes", uid, trigger_ms=0.0)
+    with pytest.raises(InputError, match="series 1.2.826.0.1.9[67] holds images at 4 slice positions"):
+        read_image(tmp_path / "two volumes", "cine", cine=True)
+
+
 @pytest.mark.parametrize("case, message", [
     ("a phase of another size", "phase 1 (size (20, 20, 2), spacing (1.5, 1.5, 8.0)) lies on another grid than "
                                 "phase 0 (size (16, 16, 2))"),

@@ -108,20 +108,24 @@ def _sitk_reason(error: RuntimeError) -> str:
 def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:
     """A folder holding one DICOM series: a volume of one image per slice position, as GDCM sorts it, or with
     ``cine`` a cine of every phase at each position. A cine read as a volume would stack its phases as slices 1 mm
-    apart without a word, so it is refused there, and a volume is no cine."""
+    apart without a word, so it is refused there, and a volume is no cine. A cine may also be a folder of one
+    series per slice position, as many scanners store a short-axis stack."""
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's multi-line warning for a folder with no series
     try:
         series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    if len(series) != 1:
+    if not series or (len(series) > 1 and not cine):
         found = "no DICOM series" if not series else f"{len(series)} DICOM series"
         raise InputError(f"{name} {folder}: is a folder holding {found}; give an image file or the folder of one "
                          "DICOM series")
     try:
-        headers = [_dicom_header(file) for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder),
-                                                                                                 series[0])]
+        by_series = {uid: [_dicom_header(file) for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(
+            str(folder), uid)] for uid in series}
+        if len(series) > 1:
+            return _read_dicom_cine(_one_cine_of_series(by_series, f"{name} {folder}"), f"{name} {folder}")
+        headers = by_series[series[0]]
         positions = {_position_key(header) for header in headers}
         if cine and len(positions) == len(headers):
             raise InputError(f"{name} {folder}: its DICOM series holds one image per slice position (a volume), not "
@@ -135,6 +139,34 @@ def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:
         return _read_slices(headers, f"{name} {folder}")
     except RuntimeError as error:
         raise InputError(f"{name} {folder}: its DICOM series cannot be read ({_sitk_reason(error)})") from None
+
+
+def _one_cine_of_series(by_series: Dict[str, List[sitk.ImageFileReader]], name: str) -> List[sitk.ImageFileReader]:
+    """The images of a cine stored as one series per slice position (a breath-hold each). They are one cine only
+    when every series lies at one position of its own, on one in-plane grid: a repeated slice or another view in
+    the folder is refused, not mixed in."""
+    first, *others = by_series
+    for uid in others:
+        if _in_plane_grid(by_series[uid][0]) != _in_plane_grid(by_series[first][0]):
+            raise InputError(f"{name}: its DICOM series {uid} lies on another in-plane grid or orientation than "
+                             f"series {first} (another view?); a cine's slice positions share one grid")
+    at_position: Dict[Tuple[float, ...], str] = {}
+    for uid, headers in by_series.items():
+        positions = {_position_key(header) for header in headers}
+        if len(positions) > 1:
+            raise InputError(f"{name}: is a folder holding {len(by_series)} DICOM series, and series {uid} holds "
+                             f"images at {len(positions)} slice positions; give the folder of one series, or of "
+                             "one series per slice position")
+        position = positions.pop()
+        if position in at_position:
+            raise InputError(f"{name}: its DICOM series {at_position[position]} and {uid} lie at the same slice "
+                             "position (a repeated acquisition?); keep one of them")
+        at_position[position] = uid
+    return [header for headers in by_series.values() for header in headers]
+
+
+def _in_plane_grid(header: sitk.ImageFileReader) -> Tuple:
+    return header.GetSize()[:2], tuple(np.round(header.GetSpacing()[:2], 4)), tuple(np.round(header.GetDirection(), 3))
 
 
 TRIGGER_TIME = "0018|1060"

@@ -423,6 +423,29 @@ def test_the_command_line_reads_segmentations_as_slicer_saves_them(mrml, cardiac
     assert regions[1]["index_size"] == regions[0]["index_size"]
 
 
+@pytest.mark.parametrize("segments", [[], ["not drawn yet"]], ids=["no segment", "an empty segment"])
+def test_the_command_line_names_a_segmentation_saved_with_nothing_drawn(mrml, cardiac_2d, small_2d_pair, tmp_path,
+                                                                       capsys, segments):
+    """Slicer saves a segmentation with nothing drawn as one empty voxel, which was refused as 'its grid (size
+    (1, 1), spacing (1.0, 1.0)) differs from the grid of moving': the wrong thing to fix."""
+    from ODERegistrationLib.cli.main import main
+
+    files = {key: str(tmp_path / f"{key}.nii.gz") for key in ("fixed", "moving")}
+    for key in files:
+        sitk.WriteImage(small_2d_pair[key], files[key])
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing drawn")
+    empty.SetReferenceImageGeometryParameterFromVolumeNode(cardiac_2d["moving"])
+    for name in segments:
+        empty.GetSegmentation().AddEmptySegment(name)
+    saved = save_segmentation(mrml.scene, empty, tmp_path / "empty.seg.nrrd")
+    for option in ("--moving-labels", "--moving-mask"):
+        assert main(["register", "--fixed", files["fixed"], "--moving", files["moving"], option, saved,
+                     "--output-dir", str(tmp_path / "out")]) == 2
+        message = capsys.readouterr().err
+        assert "is a Slicer segmentation with no segment drawn" in message and message.strip().count("\n") == 0
+        assert not (tmp_path / "out").exists()
+
+
 def test_roi_node_selects_the_same_voxels_as_the_engine_on_the_oblique_stack(mrml, data_dir):
     """An ROI node made from a voxel box of the oblique stack (as Slicer aligns an ROI to a volume) maps back to
     exactly that box; the region the run used is shown as an ROI node over the same voxels."""

@@ -40,6 +40,9 @@ def read_label_map(path: str | os.PathLike, name: str, image: sitk.Image, mask: 
     plane is taken); and a segmentation is saved on the image's voxels but over another extent (cropped to its
     segments, or grown to hold them), which is placed on the image's grid voxel for voxel."""
     labels = read_image(path, name)
+    if _is_slicer_segmentation(labels) and not np.any(sitk.GetArrayViewFromImage(labels)):
+        raise InputError(f"{name} {path}: is a Slicer segmentation with no segment drawn (Slicer saves one as a "
+                         "single empty voxel); draw the segments first")
     layers = labels.GetNumberOfComponentsPerPixel()
     if layers > 1 and _is_slicer_segmentation(labels):
         if not mask:
@@ -96,7 +99,7 @@ def segment_names(path: str | os.PathLike) -> Dict[str, str]:
 
 
 def _is_slicer_segmentation(image: sitk.Image) -> bool:
-    return image.HasMetaDataKey("Segment0_Layer")
+    return image.HasMetaDataKey("Segmentation_ContainedRepresentationNames")
 
 
 def _sitk_reason(error: RuntimeError) -> str:

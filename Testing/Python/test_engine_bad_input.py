@@ -189,11 +189,18 @@ def test_labels_on_the_images_voxels_over_another_extent_are_placed_on_its_grid(
     assert code == 2 and f"{beyond}: 1 of its labelled voxels lie beyond" in message and not output.exists()
 
 
-def test_complex_labels_are_refused(tmp_path, capsys, write):
+@pytest.mark.parametrize("labels, found", [
+    (lambda: sitk.Cast(image_2d(np.eye(32, dtype=np.float32)), sitk.sitkComplexFloat32), "holds complex values"),
+    (lambda: sitk.Image([32, 32], sitk.sitkVectorUInt8, 2), "holds 2 values per voxel"),
+    (lambda: sitk.Image([32, 32, 3], sitk.sitkUInt8), "is 3-D (size (32, 32, 3))")],
+    ids=["complex", "vector", "3-D for a 2-D image"])
+def test_labels_that_are_no_scalar_label_map_like_the_image_say_what_they_are(tmp_path, capsys, write, labels,
+                                                                              found):
     fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
-    labels = write("labels.nrrd", sitk.Cast(image_2d(np.eye(32, dtype=np.float32)), sitk.sitkComplexFloat32))
+    labels = write("labels.nrrd", labels())
     code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--moving-labels", labels)
-    assert code == 2 and labels in message and "scalar" in message and not output.exists()
+    assert code == 2 and f"{labels}: {found}, not a scalar 2-D label map like moving" in message
+    assert not output.exists()
 
 
 def test_images_that_do_not_overlap(tmp_path, capsys, write):

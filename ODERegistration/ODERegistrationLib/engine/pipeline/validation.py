@@ -76,9 +76,13 @@ def same_grid(image: sitk.Image, other: sitk.Image) -> bool:
 
 def check_labels(labels: sitk.Image, image: sitk.Image, labels_name: str, image_name: str) -> np.ndarray:
     """Labels must be integer-valued, non-negative and lie on exactly the grid of their image."""
-    if (labels.GetNumberOfComponentsPerPixel() != 1 or labels.GetPixelID() in COMPLEX_PIXELS
-            or labels.GetDimension() != image.GetDimension()):
-        raise InputError(f"{labels_name}: is not a scalar {image.GetDimension()}-D label map like {image_name}")
+    found = (f"holds {labels.GetNumberOfComponentsPerPixel()} values per voxel"
+             if labels.GetNumberOfComponentsPerPixel() != 1
+             else "holds complex values" if labels.GetPixelID() in COMPLEX_PIXELS
+             else f"is {labels.GetDimension()}-D (size {labels.GetSize()})"
+             if labels.GetDimension() != image.GetDimension() else None)
+    if found:
+        raise InputError(f"{labels_name}: {found}, not a scalar {image.GetDimension()}-D label map like {image_name}")
     if not same_grid(labels, image):
         raise InputError(f"{labels_name}: its grid (size {labels.GetSize()}, spacing "
                          f"{tuple(round(s, 4) for s in labels.GetSpacing())}) differs from the grid of {image_name} "

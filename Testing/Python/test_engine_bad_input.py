@@ -124,7 +124,7 @@ def test_a_dicom_folder_of_one_volume_is_read_and_others_are_refused(tmp_path, c
     write_dicom_series(volume, tmp_path / "two", "1.2.826.0.1.4")
     write_dicom_series(volume, tmp_path / "two", "1.2.826.0.1.5")
     moving = write("moving.nii.gz", sitk.Cast(volume, sitk.sitkFloat32))
-    for folder, expected in (("cine", "holds 4 images at 1 slice positions (a cine, or several echoes), not one volume; `oderegistration sequence --cine` reads"), ("two", "holding 2 DICOM series")):
+    for folder, expected in (("cine", "holds 4 images at 1 slice positions (a cine, or several echoes), not one volume; `oderegistration sequence --cine` reads"), ("two", "holding 2 DICOM series; give an image file or the folder of one DICOM series (`oderegistration sequence --cine` reads a cine stored as one series per slice position)")):
         code, message, output = run_cli(tmp_path, capsys, str(tmp_path / folder), moving)
         assert code == 2 and expected in message and message.count("\n") == 0 and not output.exists()
     assert main(["sequence", "--cine", str(tmp_path / "volume"), "--labels", moving, "--reference-phase", "0",

@@ -120,9 +120,12 @@ def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not series or (len(series) > 1 and not cine):
-        found = "no DICOM series" if not series else f"{len(series)} DICOM series"
-        raise InputError(f"{name} {folder}: is a folder holding {found}; give an image file or the folder of one "
-                         "DICOM series")
+        if not series:
+            raise InputError(f"{name} {folder}: is a folder holding no DICOM series; give an image file or the "
+                             "folder of one DICOM series")
+        raise InputError(f"{name} {folder}: is a folder holding {len(series)} DICOM series; give an image file or "
+                         "the folder of one DICOM series (`oderegistration sequence --cine` reads a cine stored as "
+                         "one series per slice position)")
     try:
         by_series = {uid: [_dicom_header(file) for file in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(
             str(folder), uid)] for uid in series}

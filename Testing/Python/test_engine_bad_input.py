@@ -111,8 +111,8 @@ def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position
 
 def test_a_dicom_folder_of_one_volume_is_read_and_others_are_refused(tmp_path, capsys, write):
     """Clinicians export DICOM: a series folder is read as its volume. A cine series read the same way stacked its
-    phases as slices 1 mm apart without a word, so it is refused, and so are a folder of several series and a series
-    with a slice missing."""
+    phases as slices 1 mm apart without a word, so it is refused, and so are a folder of several series, a series
+    with a slice missing and a series whose images are not parallel."""
     volume = sitk.GetImageFromArray(np.random.default_rng(1).integers(0, 1000, (4, 16, 16)).astype(np.int16))
     volume.SetSpacing((1.5, 1.5, 8.0))
     volume.SetOrigin((10.0, -20.0, 30.0))
@@ -134,6 +134,17 @@ def test_a_dicom_folder_of_one_volume_is_read_and_others_are_refused(tmp_path, c
     (tmp_path / "gap" / "1.2.826.0.1.6_002.dcm").unlink()  # ITK spaced the three slices left evenly, 12 mm apart
     code, message, output = run_cli(tmp_path, capsys, str(tmp_path / "gap"), moving)
     assert code == 2 and "its slices are not evenly spaced (steps of 8 to 16 mm" in message and not output.exists()
+    write_dicom_series(volume, tmp_path / "tilted", "1.2.826.0.1.7")  # one image turned by 10 degrees, as the
+    turned = tmp_path / "tilted" / "1.2.826.0.1.7_003.dcm"              # planes of a localizer share a series
+    image = sitk.ReadImage(str(turned))  # its tags, not its direction, are what the writer writes
+    image.SetMetaData("0020|0037", "\\".join(map(str, (1, 0, 0, 0, np.cos(np.radians(10)), np.sin(np.radians(10))))))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(turned))
+    writer.Execute(image)
+    code, message, output = run_cli(tmp_path, capsys, str(tmp_path / "tilted"), moving)
+    assert code == 2 and "its images do not share one in-plane grid and orientation (1.2.826.0.1.7_003.dcm differs" \
+        in message and not output.exists()
     series_files = sorted((tmp_path / "volume").iterdir())
     assert main(["register", "--fixed", str(tmp_path / "volume"), "--moving", moving, "--output-dir",
                  str(tmp_path / "volume"), "--iterations", "1"]) == 2

@@ -153,7 +153,7 @@ def _one_cine_of_series(by_series: Dict[str, List[sitk.ImageFileReader]], name: 
     the folder is refused, not mixed in."""
     first, *others = by_series
     for uid in others:
-        if _in_plane_grid(by_series[uid][0]) != _in_plane_grid(by_series[first][0]):
+        if not _same_in_plane_grid(by_series[uid][0], by_series[first][0]):
             raise InputError(f"{name}: its DICOM series {uid} lies on another in-plane grid or orientation than "
                              f"series {first} (another view?); a cine's slice positions share one grid")
     at_position: Dict[Tuple[float, ...], str] = {}
@@ -171,8 +171,11 @@ def _one_cine_of_series(by_series: Dict[str, List[sitk.ImageFileReader]], name: 
     return [header for headers in by_series.values() for header in headers]
 
 
-def _in_plane_grid(header: sitk.ImageFileReader) -> Tuple:
-    return header.GetSize()[:2], tuple(np.round(header.GetSpacing()[:2], 4)), tuple(np.round(header.GetDirection(), 3))
+def _same_in_plane_grid(header: sitk.ImageFileReader, other: sitk.ImageFileReader) -> bool:
+    """Two images of one size, pixel size and orientation, up to the rounding of DICOM's decimal strings."""
+    return (header.GetSize()[:2] == other.GetSize()[:2]
+            and np.allclose(header.GetSpacing()[:2], other.GetSpacing()[:2], rtol=1e-4)
+            and np.allclose(header.GetDirection(), other.GetDirection(), atol=1e-3))
 
 
 TRIGGER_TIME = "0018|1060"
@@ -198,7 +201,14 @@ UNEVEN_SLICES = 0.1
 def _read_slices(headers: List[sitk.ImageFileReader], name: str) -> sitk.Image:
     """One volume of the slices in order. ITK's series reader spaces the slices evenly from the first to the last,
     so a series with a slice missing came back with every slice past the gap misplaced and only a multi-line
-    warning: such a series is refused."""
+    warning: such a series is refused, and so are images of other sizes or orientations (a localizer's three
+    planes share a series), which it stacked as if they were parallel."""
+    odd = next((header for header in headers if not _same_in_plane_grid(header, headers[0])), None)
+    if odd is not None:
+        files = (Path(header.GetFileName()).name for header in (odd, headers[0]))
+        raise InputError(f"{name}: its images do not share one in-plane grid and orientation "
+                         f"({' differs from '.join(files)}: a localizer, or several views?); a volume's slices are "
+                         "parallel images of one size")
     normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
     heights = np.array([np.dot(header.GetOrigin(), normal) for header in headers])
     if len(heights) > 2:

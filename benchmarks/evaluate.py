@@ -18,11 +18,28 @@ from .methods import METHODS, Method, MethodOutput
 
 def evaluate(pair: Pair, method_name: str, options: dict) -> List[Dict]:
     """One row per evaluated label: Dice/HD before and after, folding, inverse consistency, time, peak memory."""
-    fixed, moving = pair.image("fixed"), pair.image("moving")
-    fixed_labels, moving_labels = pair.image("fixed_labels"), pair.image("moving_labels")
-    output = run_in_region(METHODS[method_name], fixed, moving, moving_labels, options)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    output = run_in_region(METHODS[method_name], pair.image("fixed"), pair.image("moving"),
+                           pair.image("moving_labels"), options)
+    return _score(pair, method_name, options, output, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
+
+def failed(pair: Pair, method_name: str, options: dict, error: BaseException) -> List[Dict]:
+    """The rows of a run that raised, or whose worker died: the pair stays unregistered for that method, as its
+    user would be left, and the rows say why (``failure``)."""
+    fixed = pair.image("fixed")
+    identity = displacement_image(np.zeros(sitk.GetArrayViewFromImage(fixed).shape + (fixed.GetDimension(),)), fixed)
+    return _score(pair, method_name, options, MethodOutput(identity, None, math.nan), math.nan, failure_reason(error))
+
+
+def failure_reason(error: BaseException) -> str:
+    """The error in one short line, for the table and the console."""
+    return f"{type(error).__name__}: {error}".splitlines()[0][:200]
+
+
+def _score(pair: Pair, method_name: str, options: dict, output: MethodOutput, peak_mb: float,
+           failure: str = "") -> List[Dict]:
+    fixed = pair.image("fixed")
+    fixed_labels, moving_labels = pair.image("fixed_labels"), pair.image("moving_labels")
     warped = warp_labels(moving_labels, fixed, output.forward)
     unregistered = sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     if pair.labelled_slices_fixed is not None:  # unlabelled slices are unknown, not background
@@ -36,7 +53,7 @@ def evaluate(pair: Pair, method_name: str, options: dict) -> List[Dict]:
         "pair": pair.id, "method": method_name + suffix, "seconds": output.seconds, "peak_rss_mb": peak_mb,
         "folded_voxels": fold.folded_voxels, "folded_fraction": fold.folded_fraction, "min_jacobian": fold.min_jacobian,
         "inverse_folded_voxels": inverse_folds,
-        "inverse_consistency_mm": _round_trip_mm(output.forward, output.backward),
+        "inverse_consistency_mm": _round_trip_mm(output.forward, output.backward), "failure": failure,
     }
     rows = []
     for label in pair.eval_labels:

@@ -60,14 +60,19 @@ def summary_markdown(rows: List[Dict], methods: List[str], missing: List[str], t
             + f" | {_mean([r['dice_after'] for r in method_rows])}"
             + f" | {_mean_sd([r['hausdorff95_mm_after'] for r in method_rows])}"
             + f" | {statistics.mean(folds):.4f} | {inverse_cell} | {len(at_identity)}"
-            + f" | {statistics.median(times.values()):.2f} | {ratio} |")
+            + f" | {f'{statistics.median(times.values()):.2f}' if times else '–'} | {ratio} |")
     ic = {method: _mean_sd(list(_per_pair(by_method[method], "inverse_consistency_mm").values()))
           for method in methods if by_method.get(method)}
-    memory = {method: max(r["peak_rss_mb"] for r in by_method[method]) for method in methods if by_method.get(method)}
+    memory = {method: max(peaks.values()) for method in methods
+              if (peaks := _per_pair(by_method.get(method, []), "peak_rss_mb"))}
     lines += ["", "Inverse consistency, mean round trip |x - D_B(D_F(x))| in mm (methods with an inverse): "
               + ", ".join(f"{m} {v}" for m, v in ic.items() if v != "–") + ".",
               "Peak resident memory of the worker process (MB, includes the Python libraries): "
               + ", ".join(f"{m} {v:.0f}" for m, v in memory.items()) + "."]
+    failures = sorted({(row["method"], row["pair"], row["failure"]) for row in rows if row.get("failure")})
+    if failures:
+        lines += ["", f"Failed runs, scored as unregistered ({len(failures)}): "
+                  + "; ".join(f"{method} on {pair} ({reason})" for method, pair, reason in failures) + "."]
     if missing:
         lines += ["", "Not run: " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
@@ -79,7 +84,9 @@ def _mean(values: List[float]) -> str:
 
 
 def _per_pair(rows: List[Dict], key: str) -> Dict[str, float]:
-    return {row["pair"]: float(row[key]) for row in rows}
+    """One value per pair, left out where it is NaN (a failed run has no time)."""
+    values = {row["pair"]: float(row[key]) for row in rows}
+    return {pair: value for pair, value in values.items() if not math.isnan(value)}
 
 
 def reliability_plot(rows: List[Dict], methods: List[str], path: Path, title: str) -> None:

@@ -4,7 +4,7 @@
         --methods ode syn synonly elastix demons --iterations 800
 
 Each (pair, method) runs in a fresh process, so peak memory is that method's own and one crash cannot take the
-others down.
+others down: a run that raises or dies leaves its pair unregistered for that method, and the summary lists it.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_arguments
 
 from .dataset import load_pairs
-from .evaluate import evaluate
+from .evaluate import evaluate, failed, failure_reason
 from .methods import METHODS
 from .report import reliability_plot, summary_markdown, write_csv
 
@@ -60,17 +60,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     for message in missing:
         print(f"benchmark: {message}; skipped", file=sys.stderr)
     rows = []
+    arguments.output_dir.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
     tasks = [(pair, method, region) for pair in pairs for region in arguments.roi for method in methods]
     with tqdm(total=len(tasks), desc="benchmark", unit="run") as bar:
         for pair, method, region in tasks:
             bar.set_postfix_str(f"{pair.id} {method} {region}")
             options = {"ode_parameters": parameters.replace(region=region), "region": region}
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                rows.extend(pool.submit(evaluate, pair, method, options).result())
+            try:
+                with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                    rows.extend(pool.submit(evaluate, pair, method, options).result())
+            except Exception as error:  # raised by the method, or its worker died: the others still run
+                rows.extend(failed(pair, method, options, error))
+                bar.write(f"benchmark: {method} ({region}) failed on {pair.id}: {failure_reason(error)}")
+            if rows:  # a run stopped part way keeps what it scored
+                write_csv(rows, arguments.output_dir / "results.csv")
             bar.update()
     methods = [name + suffix for suffix in [{"whole": "", "auto": "+roi"}[r] for r in arguments.roi] for name in methods]
-    arguments.output_dir.mkdir(parents=True, exist_ok=True)
     dims = {pair.dim for pair in pairs}
     title = arguments.title or (f"{arguments.data.name}, {dims.pop() if len(dims) == 1 else 'all'}-D pairs"
                                 f"{f', resampled to {arguments.isotropic}^3' if arguments.isotropic else ''}"
@@ -80,7 +86,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 f"{arguments.preset}: at most {parameters.iterations} iterations "
                                 f"({parameters.iterations_3d} for volumes), {parameters.levels} levels, "
                                 f"{parameters.similarity}, mode {parameters.mode}, regions {' '.join(arguments.roi)}")
-    write_csv(rows, arguments.output_dir / "results.csv")
     summary = summary_markdown(rows, methods, missing, title)
     (arguments.output_dir / "summary.md").write_text(summary)
     reliability_plot(rows, methods, arguments.output_dir / "reliability.png", title)

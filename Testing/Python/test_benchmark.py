@@ -2,17 +2,19 @@
 region, the engine beats unregistered, missing peers are reported."""
 import csv
 import json
+import os
 
 import numpy as np
 import SimpleITK as sitk
 
-from benchmarks import methods
+from benchmarks import methods, run_benchmark
 from benchmarks.dataset import load_pairs
+from benchmarks.evaluate import evaluate
 from benchmarks.run_benchmark import main
 
 COLUMNS = {"pair", "method", "label", "label_name", "dice_before", "dice_after", "hausdorff_mm_before",
            "hausdorff_mm_after", "hausdorff95_mm_before", "hausdorff95_mm_after", "folded_voxels", "folded_fraction",
-           "min_jacobian", "inverse_folded_voxels", "inverse_consistency_mm", "seconds", "peak_rss_mb"}
+           "min_jacobian", "inverse_folded_voxels", "inverse_consistency_mm", "seconds", "peak_rss_mb", "failure"}
 
 
 def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
@@ -31,6 +33,37 @@ def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
     summary = (output / "summary.md").read_text()
     assert "no_such_package_here" in summary and "| ode |" in summary and "| demons+roi |" in summary
     assert (output / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def evaluate_or_fail(pair, method, options):
+    """demons raising on the whole image and its worker dying in the region; the other methods as they are."""
+    if method != "demons":
+        return evaluate(pair, method, options)
+    if options["region"] == "auto":
+        os._exit(3)
+    raise RuntimeError("too many samples map outside moving image buffer\n(a second line, left out)")
+
+
+def test_a_method_that_fails_on_a_pair_leaves_it_unregistered_and_the_run_goes_on(data_dir, tmp_path, monkeypatch):
+    """A run that raised, or whose worker died, ended the whole benchmark with a traceback and no results (on a
+    held-out set, hours of runs lost to one pair); it now scores that pair unregistered for that method and says
+    why, in results.csv and summary.md."""
+    monkeypatch.setattr(run_benchmark, "evaluate", evaluate_or_fail)
+    output = tmp_path / "bench"
+    assert main(["--data", str(data_dir / "sunnybrook"), "--dim", "2", "--pairs", "1", "--output-dir", str(output),
+                 "--methods", "demons", "ode", "--iterations", "20"]) == 0
+    rows = {row["method"]: row for row in csv.DictReader((output / "results.csv").open())}
+    assert rows["demons"]["failure"] == "RuntimeError: too many samples map outside moving image buffer"
+    assert rows["demons+roi"]["failure"].startswith("BrokenProcessPool")
+    for name in ("demons", "demons+roi"):
+        assert rows[name]["dice_after"] == rows[name]["dice_before"] and rows[name]["seconds"] == "nan"
+    for name in ("ode", "ode+roi"):  # each run after a failed one
+        assert rows[name]["failure"] == "" and float(rows[name]["seconds"]) > 0
+    summary = (output / "summary.md").read_text()
+    assert "Failed runs, scored as unregistered (2): demons on scd_SCD0000101_sl02_2d (RuntimeError: too many " \
+           "samples map outside moving image buffer); demons+roi on scd_SCD0000101_sl02_2d (BrokenProcessPool" in summary
+    demons_row = next(line for line in summary.splitlines() if line.startswith("| demons |"))
+    assert demons_row.endswith("| 1 | – | – |")  # at the identity, no time
 
 
 def test_the_chained_strategy_walks_neighbour_pairs_from_the_reference_the_shorter_way():

@@ -18,17 +18,21 @@ from .methods import METHODS, Method, MethodOutput
 
 def evaluate(pair: Pair, method_name: str, options: dict) -> List[Dict]:
     """One row per evaluated label: Dice/HD before and after, folding, inverse consistency, time, peak memory."""
-    output = run_in_region(METHODS[method_name], pair.image("fixed"), pair.image("moving"),
-                           pair.image("moving_labels"), options)
-    return _score(pair, method_name, options, output, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    images = _scored_images(pair)
+    output = run_in_region(METHODS[method_name], images["fixed"], pair.image("moving"), images["moving_labels"],
+                           options)
+    return _score(pair, images, method_name, options, output,
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
 
 def failed(pair: Pair, method_name: str, options: dict, error: BaseException) -> List[Dict]:
     """The rows of a run that raised, or whose worker died: the pair stays unregistered for that method, as its
     user would be left, and the rows say why (``failure``)."""
-    fixed = pair.image("fixed")
+    images = _scored_images(pair)
+    fixed = images["fixed"]
     identity = displacement_image(np.zeros(sitk.GetArrayViewFromImage(fixed).shape + (fixed.GetDimension(),)), fixed)
-    return _score(pair, method_name, options, MethodOutput(identity, None, math.nan), math.nan, failure_reason(error))
+    return _score(pair, images, method_name, options, MethodOutput(identity, None, math.nan), math.nan,
+                  failure_reason(error))
 
 
 def failure_reason(error: BaseException) -> str:
@@ -36,10 +40,14 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".splitlines()[0][:200]
 
 
-def _score(pair: Pair, method_name: str, options: dict, output: MethodOutput, peak_mb: float,
-           failure: str = "") -> List[Dict]:
-    fixed = pair.image("fixed")
-    fixed_labels, moving_labels = pair.image("fixed_labels"), pair.image("moving_labels")
+def _scored_images(pair: Pair) -> Dict[str, sitk.Image]:
+    """The images scoring needs, each read (and resampled) once."""
+    return {key: pair.image(key) for key in ("fixed", "fixed_labels", "moving_labels")}
+
+
+def _score(pair: Pair, images: Dict[str, sitk.Image], method_name: str, options: dict, output: MethodOutput,
+           peak_mb: float, failure: str = "") -> List[Dict]:
+    fixed, fixed_labels, moving_labels = images["fixed"], images["fixed_labels"], images["moving_labels"]
     warped = warp_labels(moving_labels, fixed, output.forward)
     unregistered = sitk.Resample(moving_labels, fixed, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     if pair.labelled_slices_fixed is not None:  # unlabelled slices are unknown, not background

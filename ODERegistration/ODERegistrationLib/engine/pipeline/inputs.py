@@ -40,11 +40,12 @@ def read_label_map(path: str | os.PathLike, name: str, image: sitk.Image, mask: 
     plane is taken); and a segmentation is saved on the image's voxels but over another extent (cropped to its
     segments, or grown to hold them), which is placed on the image's grid voxel for voxel."""
     labels = read_image(path, name)
-    if _is_slicer_segmentation(labels) and not np.any(sitk.GetArrayViewFromImage(labels)):
+    segmentation = _is_slicer_segmentation(labels)
+    if segmentation and not np.any(sitk.GetArrayViewFromImage(labels)):
         raise InputError(f"{name} {path}: is a Slicer segmentation with no segment drawn (Slicer saves one as a "
                          "single empty voxel); draw the segments first")
     layers = labels.GetNumberOfComponentsPerPixel()
-    if layers > 1 and _is_slicer_segmentation(labels):
+    if layers > 1 and segmentation:
         if not mask:
             raise InputError(f"{name} {path}: is a Slicer segmentation whose segments overlap ({layers} layers), so "
                              "a voxel has no single label; make them exclusive (Segment Editor's masking, 'Overwrite "

@@ -1,5 +1,6 @@
 """Each bad input gets one clear line naming the file and the problem, exit code 2, and no output directory."""
 import locale
+import struct
 from typing import Optional
 
 import numpy as np
@@ -77,10 +78,25 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and "unsupported image dimension" in message and message.count("\n") == 0, \
         "SimpleITK's own reason, not a generic one"
     assert not output.exists()
+    sheared_nifti = tmp_path / "sheared.nii"
+    sheared_nifti.write_bytes(with_sheared_sform(open(write("plain.nii", image_2d()), "rb").read()))
+    code, message, output = run_cli(tmp_path, capsys, fixed, str(sheared_nifti))
+    assert code == 2 and "orthonormal direction cosines" in message and message.count("\n") == 0, \
+        "ITK's reason, not 'not an image format SimpleITK can read'"
+    assert not output.exists()
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
     assert code == 2 and "no such file" in message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path))
     assert code == 2 and "is a folder holding no DICOM series" in message and message.count("\n") == 0
+
+
+def with_sheared_sform(nifti: bytes) -> bytes:
+    """A NIfTI-1 header whose only orientation is an sform with a sheared first row, as some converters write:
+    ITK refuses it, and its error said nothing the user could act on."""
+    header = bytearray(nifti)
+    struct.pack_into("<hh", header, 252, 0, 2)  # qform_code, sform_code
+    struct.pack_into("<4f", header, 280, 1.0, 0.5, 0.0, 0.0)  # srow_x
+    return bytes(header)
 
 
 def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position: bool = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -104,9 +105,13 @@ def _is_slicer_segmentation(image: sitk.Image) -> bool:
 
 
 def _sitk_reason(error: RuntimeError) -> str:
-    """SimpleITK's own one-line reason from its multi-line exception text."""
-    return next((line.strip().removeprefix("sitk::ERROR:").strip() for line in str(error).splitlines()
-                 if line.strip().startswith("sitk::ERROR:")), "not an image format SimpleITK can read")
+    """SimpleITK's or ITK's own one-line reason from the multi-line exception text (ITK's reader raises its own:
+    a NIfTI file whose sform is sheared is readable but not representable)."""
+    for line in str(error).splitlines():
+        for prefix in ("sitk::ERROR:", "ITK ERROR:"):
+            if line.strip().startswith(prefix):
+                return re.sub(r"^\w+ ?\(0x[0-9a-f]+\): ", "", line.strip().removeprefix(prefix).strip())
+    return "not an image format SimpleITK can read"
 
 
 def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:

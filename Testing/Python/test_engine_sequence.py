@@ -379,7 +379,8 @@ def test_a_dicom_cine_of_one_slice_takes_a_2d_label_map(cine_piece_files, tmp_pa
     ("4-D with --time-axis", "--time-axis is for a 3-D cine"),
     ("reference phase out of range", "out of range"),
     ("labels on another grid", "differs from the grid"),
-    ("empty labels", "no label on phase"),
+    ("empty labels", "no label on phase 2 (every voxel is 0)"),
+    ("a label sequence drawn on other phases", "no label on phase 1 (every voxel is 0); its labels are on phase 0, 2"),
     ("one phase", "single phase"),
     ("labels in the output folder, named like an output", "would overwrite or remove it"),
     ("--mode 3d, which the sequence would not do", "registered slice by slice"),
@@ -395,6 +396,8 @@ def test_bad_sequence_inputs_give_one_line_and_write_nothing(cine_piece_files, t
         sitk.WriteImage(cine[:, :, 0, :], str(arguments["cine"]))
     elif case == "reference phase out of range":
         reference = "3"
+    elif case == "a label sequence drawn on other phases":  # the expert's ES and ED contours, not mid-diastole's
+        reference = "1"
     elif case == "labels on another grid":
         arguments["labels"] = tmp_path / "small.nii.gz"
         sitk.WriteImage(sitk.Shrink(labels[:, :, :, 2], [2, 2, 1]), str(arguments["labels"]))

@@ -11,9 +11,9 @@ from ODERegistrationLib.cli.main import main
 from ODERegistrationLib.engine.pipeline.inputs import read_image
 
 
-def image_2d(array=None, spacing=(1.0, 1.0)):
+def image_2d(array=None, spacing=(1.0, 1.0), seed=0):
     if array is None:
-        array = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+        array = np.random.default_rng(seed).random((32, 32)).astype(np.float32)
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
     return image
@@ -47,6 +47,7 @@ CASES = {
     "infinity": (lambda: image_2d(), lambda: image_2d(np.where(np.eye(32) > 0, np.inf, 1.0).astype(np.float32)), "infinite"),
     "a line of voxels": (lambda: image_2d(), lambda: image_2d(np.arange(32, dtype=np.float32)[None]), "line of voxels"),
     "a sheared grid": (lambda: image_2d(), lambda: sheared(image_2d()), "axes are not perpendicular"),
+    "the same image twice": (lambda: image_2d(), lambda: image_2d(), "is the same image as fixed"),
 }
 
 
@@ -172,7 +173,7 @@ def test_a_nifti_file_that_ends_early_is_refused(tmp_path, capsys, write, suffix
     """ITK reads a NIfTI file cut short (an interrupted copy) without a word, the missing voxels as 0, and the run
     registered half an image."""
     fixed = write("fixed.nii.gz", image_2d())
-    whole = write(f"whole{suffix}", image_2d())
+    whole = write(f"whole{suffix}", image_2d(seed=1))
     cut = tmp_path / f"cut{suffix}"
     content = open(whole, "rb").read()
     cut.write_bytes(content[:len(content) * 2 // 3])
@@ -184,7 +185,7 @@ def test_a_nifti_file_that_ends_early_is_refused(tmp_path, capsys, write, suffix
 
 
 def test_labels_on_another_grid(tmp_path, capsys, write):
-    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d(seed=1))
     other_voxels = sitk.Image([16, 16], sitk.sitkUInt8)
     other_voxels.SetSpacing([2.0, 2.0])
     other_voxels[8, 8] = 1
@@ -197,7 +198,7 @@ def test_labels_on_the_images_voxels_over_another_extent_are_placed_on_its_grid(
     """A segmentation saved cropped to its segments, or grown to hold them, as Slicer can save one: the image's
     voxels over another extent, refused before as another grid. Labels beyond the image's extent are refused, not
     dropped."""
-    image = write("image.nii.gz", image_2d())
+    image, other = write("image.nii.gz", image_2d()), write("other.nii.gz", image_2d(seed=1))
     array = np.zeros((32, 32), np.uint8)
     array[10:20, 12:22] = 1
     full = sitk.GetImageFromArray(array)
@@ -205,7 +206,7 @@ def test_labels_on_the_images_voxels_over_another_extent_are_placed_on_its_grid(
     warped = []
     for name, labels in (("full", full), ("cropped", full[8:24, 6:26]), ("grown", grown)):
         output = tmp_path / name
-        assert main(["register", "--fixed", image, "--moving", image, "--moving-labels", write(f"{name}.nii.gz", labels),
+        assert main(["register", "--fixed", other, "--moving", image, "--moving-labels", write(f"{name}.nii.gz", labels),
                      "--output-dir", str(output), "--iterations", "1", "--quiet"]) == 0
         warped.append(sitk.ReadImage(str(output / "warped_labels.nii.gz")))
     assert all(labels.GetSize() == (32, 32) and np.array_equal(sitk.GetArrayFromImage(labels), array)
@@ -223,7 +224,7 @@ def test_labels_on_the_images_voxels_over_another_extent_are_placed_on_its_grid(
     ids=["complex", "vector", "3-D for a 2-D image"])
 def test_labels_that_are_no_scalar_label_map_like_the_image_say_what_they_are(tmp_path, capsys, write, labels,
                                                                               found):
-    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d(seed=1))
     labels = write("labels.nrrd", labels())
     code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--moving-labels", labels)
     assert code == 2 and f"{labels}: {found}, not a scalar 2-D label map like moving" in message
@@ -239,6 +240,6 @@ def test_images_that_do_not_overlap(tmp_path, capsys, write):
 
 
 def test_mode_that_does_not_fit_the_images(tmp_path, capsys, write):
-    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d())
+    fixed, moving = write("fixed.nii.gz", image_2d()), write("moving.nii.gz", image_2d(seed=1))
     code, message, output = run_cli(tmp_path, capsys, fixed, moving, "--mode", "3d")
     assert code == 2 and "mode 3d" in message and not output.exists()

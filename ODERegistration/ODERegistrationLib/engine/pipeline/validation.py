@@ -61,9 +61,16 @@ def check_image(image: sitk.Image, name: str) -> np.ndarray:
 
 
 def check_pair(fixed: sitk.Image, moving: sitk.Image, fixed_name: str, moving_name: str) -> None:
+    """Two images of one dimension that differ: the same image chosen twice ran a whole fit to the identity and
+    advised raising the learning rate."""
     if fixed.GetDimension() != moving.GetDimension():
         raise InputError(f"{moving_name}: is {moving.GetDimension()}-D but {fixed_name} is {fixed.GetDimension()}-D; "
                          "both images need the same dimension")
+    identical = (fixed.GetPixelID() == moving.GetPixelID() and same_grid(fixed, moving)
+                 and np.array_equal(sitk.GetArrayViewFromImage(fixed), sitk.GetArrayViewFromImage(moving)))
+    if identical:
+        raise InputError(f"{moving_name}: is the same image as {fixed_name} (every voxel equal, on one grid), so "
+                         "there is nothing to register: choose the other image (the other phase)")
 
 
 def same_grid(image: sitk.Image, other: sitk.Image) -> bool:

@@ -321,6 +321,14 @@ def test_missing_volume_is_a_clear_error(mrml, cardiac_2d):
         RegistrationLogic(mrml.scene).prepare(RegistrationRequest(cardiac_2d["fixed"], None))
 
 
+def test_one_volume_chosen_as_fixed_and_moving_is_a_clear_error_and_adds_nothing(mrml, cardiac_2d):
+    """The slip of choosing ES twice in the panel ran a whole fit to the identity and advised a higher rate."""
+    nodes_before = mrml.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="^ES: is the same image as ES"):
+        RegistrationLogic(mrml.scene).run(RegistrationRequest(cardiac_2d["fixed"], cardiac_2d["fixed"]))
+    assert mrml.scene.GetNumberOfNodes() == nodes_before
+
+
 @pytest.mark.parametrize("image_data", [None, vtk.vtkImageData()], ids=["no image data", "image data without voxels"])
 def test_a_volume_without_voxels_is_a_clear_error(mrml, cardiac_2d, image_data):
     """A volume node whose loading failed or has not finished: one sentence naming it, not an AttributeError from

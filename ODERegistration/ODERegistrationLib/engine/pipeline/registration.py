@@ -12,9 +12,10 @@ import dataclasses
 import os
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -126,21 +127,10 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
         input_warnings += _labels_outside_box_warning(region, labelled_on_fixed, names)
     device = choose_device(parameters.device)
     start = time.perf_counter()
-    try:
-        with cpu_threads(parameters.threads) as threads:
-            fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
-                fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
-                parameters, device, progress, cancel)
-    except NotImplementedError as error:
-        if device.type == "cpu":
-            raise
-        raise DeviceError(unsupported_operation_message(device, error)) from error
-    except (RuntimeError, MemoryError) as error:
-        if is_out_of_memory(error):
-            raise DeviceError(out_of_memory_message(device, fixed_array.shape)) from error
-        raise
-    finally:
-        clear_identity_grid_cache()
+    with _device_errors_in_one_line(device, fixed_array.shape), cpu_threads(parameters.threads) as threads:
+        fields, forward_voxels, backward_voxels, round_trip, fade_mm = _fit_in_region(
+            fixed_array, moving_on_fixed, (fixed_weight, moving_weight), region, layout, fixed.GetSpacing()[::-1],
+            parameters, device, progress, cancel)
     seconds = time.perf_counter() - start
     _stop_if_cancelled(cancel)  # the outputs below take seconds on large grids (a whole cine's batch)
 
@@ -155,22 +145,7 @@ def register_images(fixed: sitk.Image, moving: sitk.Image,
     _stop_if_cancelled(cancel)
     fold, inverse_fold = folding(determinant), folding(inverse_determinant)
     overlap = float(support.mean())
-    warnings = input_warnings
-    if not fields.similarity_improved:
-        warnings.append(f"the similarity did not improve ({fields.similarity_start:.4g} -> "
-                        f"{fields.similarity_end:.4g} after {fields.iterations_run} iterations): the map is close to "
-                        "the identity; check the inputs or raise the learning rate")
-    extent_mm = max(n * s for n, s in zip(region.shape, fixed.GetSpacing()[::-1]))
-    if extent_mm < SMALLEST_REGION_IN_SIGMAS * parameters.smoothing_sigma_mm:
-        warnings.append(f"the region is only {extent_mm:.3g} mm across, less than {SMALLEST_REGION_IN_SIGMAS:g} times "
-                        f"the velocity smoothing ({parameters.smoothing_sigma_mm:g} mm), so the map can hardly "
-                        "deform: check that the images' spacing is in millimetres")
-    if overlap < LOW_OVERLAP:
-        warnings.append(f"{names['moving']} covers only {overlap * 100:.2g}% of {names['fixed']}'s field of view; "
-                        "the map is fitted where both have data")
-    if device.type == "cpu" and threads > (os.cpu_count() or threads):
-        warnings.append(f"the fit ran on {threads} CPU threads, more than this machine's {os.cpu_count()} cores, which "
-                        "only slows it down (--threads 0 uses every core)")
+    warnings = input_warnings + _fit_warnings(fields, region, fixed, parameters, overlap, device, threads, names)
     report = {
         "seconds": round(seconds, 3),
         "iterations": fields.iterations_run,
@@ -239,6 +214,47 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
     backward, backward_voxels = _without_folds(backward, backward_voxels, layout)
     round_trip = layout.to_voxel_displacement(compose(backward, forward))
     return fields, forward_voxels, backward_voxels, round_trip, fade_mm
+
+
+@contextmanager
+def _device_errors_in_one_line(device: torch.device, shape: Tuple[int, ...]) -> Iterator[None]:
+    """Memory running out, or an operation a GPU backend lacks, as a DeviceError that says what to do; the identity
+    grids cached for the fit are let go however it ends."""
+    try:
+        yield
+    except NotImplementedError as error:
+        if device.type == "cpu":
+            raise
+        raise DeviceError(unsupported_operation_message(device, error)) from error
+    except (RuntimeError, MemoryError) as error:
+        if is_out_of_memory(error):
+            raise DeviceError(out_of_memory_message(device, shape)) from error
+        raise
+    finally:
+        clear_identity_grid_cache()
+
+
+def _fit_warnings(fields, region: Region, fixed: sitk.Image, parameters: RegistrationParameters, overlap: float,
+                  device: torch.device, threads: int, names: Dict[str, str]) -> List[str]:
+    """What the user should know about a fit that ran: it stayed at the identity, its region or the moving image's
+    share of the view is too small to deform, or it ran on more threads than cores."""
+    warnings = []
+    if not fields.similarity_improved:
+        warnings.append(f"the similarity did not improve ({fields.similarity_start:.4g} -> "
+                        f"{fields.similarity_end:.4g} after {fields.iterations_run} iterations): the map is close to "
+                        "the identity; check the inputs or raise the learning rate")
+    extent_mm = max(n * s for n, s in zip(region.shape, fixed.GetSpacing()[::-1]))
+    if extent_mm < SMALLEST_REGION_IN_SIGMAS * parameters.smoothing_sigma_mm:
+        warnings.append(f"the region is only {extent_mm:.3g} mm across, less than {SMALLEST_REGION_IN_SIGMAS:g} times "
+                        f"the velocity smoothing ({parameters.smoothing_sigma_mm:g} mm), so the map can hardly "
+                        "deform: check that the images' spacing is in millimetres")
+    if overlap < LOW_OVERLAP:
+        warnings.append(f"{names['moving']} covers only {overlap * 100:.2g}% of {names['fixed']}'s field of view; "
+                        "the map is fitted where both have data")
+    if device.type == "cpu" and threads > (os.cpu_count() or threads):
+        warnings.append(f"the fit ran on {threads} CPU threads, more than this machine's {os.cpu_count()} cores, which "
+                        "only slows it down (--threads 0 uses every core)")
+    return warnings
 
 
 def _check_label_content(moving_labels: Optional[sitk.Image], labelled_on_fixed: Optional[np.ndarray],

@@ -25,7 +25,7 @@ from .. import __version__
 from ..core.device import (DeviceError, choose_device, cpu_threads, is_out_of_memory, out_of_memory_message,
                            unsupported_operation_message)
 from ..core.fields import clear_identity_grid_cache, compose, refine_inverse, smooth_folds
-from ..core.optimizer import optimize_fields
+from ..core.optimizer import FieldPair, optimize_fields
 from ..parameters import RegistrationParameters
 from ..progress import CancelCheck, ProgressCallback, RegistrationCancelled
 from .layout import TensorLayout, choose_layout
@@ -234,7 +234,7 @@ def _device_errors_in_one_line(device: torch.device, shape: Tuple[int, ...]) -> 
         clear_identity_grid_cache()
 
 
-def _fit_warnings(fields, region: Region, fixed: sitk.Image, parameters: RegistrationParameters, overlap: float,
+def _fit_warnings(fields: FieldPair, region: Region, fixed: sitk.Image, parameters: RegistrationParameters, overlap: float,
                   device: torch.device, threads: int, names: Dict[str, str]) -> List[str]:
     """What the user should know about a fit that ran: it stayed at the identity, its region or the moving image's
     share of the view is too small to deform, or it ran on more threads than cores."""

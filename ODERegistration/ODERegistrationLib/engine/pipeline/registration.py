@@ -234,8 +234,8 @@ def _device_errors_in_one_line(device: torch.device, shape: Tuple[int, ...]) -> 
         clear_identity_grid_cache()
 
 
-def _fit_warnings(fields: FieldPair, region: Region, fixed: sitk.Image, parameters: RegistrationParameters, overlap: float,
-                  device: torch.device, threads: int, names: Dict[str, str]) -> List[str]:
+def _fit_warnings(fields: FieldPair, region: Region, fixed: sitk.Image, parameters: RegistrationParameters,
+                  overlap: float, device: torch.device, threads: int, names: Dict[str, str]) -> List[str]:
     """What the user should know about a fit that ran: it stayed at the identity, its region or the moving image's
     share of the view is too small to deform, or it ran on more threads than cores."""
     warnings = []

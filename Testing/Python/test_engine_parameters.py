@@ -1,4 +1,5 @@
 """Presets, parameter checks, early stopping and the command line's preset handling."""
+import codecs
 import json
 
 import pytest
@@ -51,8 +52,16 @@ def test_a_bad_file_in_the_user_preset_folder_cannot_stop_the_panel_from_opening
     assert preset_description("mine", [tmp_path]) == "three iterations"
     for name in ("broken", "a_list"):
         assert preset_description(name, [tmp_path]).startswith("not a preset file")
-        with pytest.raises(ValueError, match="not a preset or report file|'parameters' is not a mapping"):
+        with pytest.raises(ValueError, match="not a preset or report file"):
             load_preset(name, [tmp_path])
+
+
+def test_a_preset_saved_by_a_windows_editor_is_read(tmp_path):
+    """Notepad starts a UTF-8 file with a byte-order mark, which json refused: 'Unexpected UTF-8 BOM'."""
+    path = save_preset(RegistrationParameters(iterations=42), tmp_path / "edited.json", "edited in Notepad")
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+    assert load_preset(str(path)).iterations == 42
+    assert preset_description("edited", [tmp_path]) == "edited in Notepad"
 
 
 def test_a_saved_preset_and_a_report_give_back_the_same_parameters(tmp_path):
@@ -67,8 +76,10 @@ def test_a_saved_preset_and_a_report_give_back_the_same_parameters(tmp_path):
                                               ({"parameters": {"levels": 9}}, "levels must be between 1 and 6"),
                                               ({"parameters": {"levels": "two"}}, "levels must be a number"),
                                               ({"parameters": {"iterations": 100.5}}, "a whole number, not 100.5"),
-                                              ({"parameters": {"iterations": True}}, "must be a number, not True"),
-                                              ({"values": {}}, "not a preset"), ({"parameters": [1]}, "mapping")])
+                                              ({"parameters": {"iterations": True}}, "must be a number, not true"),
+                                              ({"values": {}}, "needs a 'parameters' mapping"),
+                                              ({"parameters": [1]}, "needs a 'parameters' mapping"),
+                                              ([1, 2], "needs a 'parameters' mapping")])
 def test_a_bad_preset_file_is_refused_naming_it(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(content))

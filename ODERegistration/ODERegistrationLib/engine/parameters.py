@@ -7,6 +7,7 @@ the presets and the checks below are derived from it, and tests hold the .ui and
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ def _from_file(name: str, value: Any) -> Any:
         return str(value)
     text = name.replace("_", " ")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{text} must be a number, not {value!r}")
+        raise ValueError(f"{text} must be a number, not {json.dumps(value)}")
     if kind is int and not float(value).is_integer():
         raise ValueError(f"{text} must be a whole number, not {value!r}")
     return kind(value)

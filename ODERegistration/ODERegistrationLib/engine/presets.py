@@ -50,11 +50,13 @@ def load_preset(name_or_path: str, folders: Iterable[Path] = (), complete: bool 
         raise ValueError(f"preset {name_or_path!r}: no such preset (shipped: {', '.join(preset_files(folders))}) "
                          "and no such file")
     try:
-        values = json.loads(path.read_text())["parameters"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        content = _read_json(path)
+    except (OSError, ValueError) as error:
         raise ValueError(f"preset {path}: not a preset or report file ({error})") from None
+    values = content.get("parameters") if isinstance(content, dict) else None
     if not isinstance(values, dict):
-        raise ValueError(f"preset {path}: its 'parameters' is not a mapping of names to values")
+        raise ValueError(f"preset {path}: not a preset or report file: it needs a 'parameters' mapping of names to "
+                         'values, as in {"parameters": {"iterations": 250}}')
     missing = [name for name in specs() if name not in values] if complete else []
     if missing:
         raise ValueError(f"{path}: has no value for {', '.join(missing)} (written by an older version?), so its "
@@ -78,7 +80,12 @@ def preset_description(name: str, folders: Iterable[Path] = ()) -> Optional[str]
     if path is None:
         return None
     try:
-        content = json.loads(path.read_text())
+        content = _read_json(path)
     except (OSError, ValueError) as error:
         return f"not a preset file ({error})"
     return content.get("description") if isinstance(content, dict) else "not a preset file (not a JSON object)"
+
+
+def _read_json(path: Path):
+    """A JSON file, with or without the byte-order mark that Windows editors write at the start."""
+    return json.loads(path.read_text(encoding="utf-8-sig"))

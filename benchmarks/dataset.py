@@ -84,19 +84,27 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
     with ``stack_slices``, every slice of its fully labelled 3-D pairs on which both label maps hold every evaluated
     label, as a 2-D pair (base to apex, not the mid-ventricular slice alone); with ``reverse``, each pair the other
     way round (the ES labels carried onto the ED image: an expansion instead of a contraction)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = _read_manifest(folder)
     fixed, moving = ("moving", "fixed") if reverse else ("fixed", "moving")
     pairs = []
-    for entry in manifest["pairs"]:
-        if dim is not None and entry["dim"] != dim:
-            continue
-        pairs.append(Pair(
-            id=entry["id"] + ("_reversed" if reverse else ""), dim=entry["dim"], folder=folder,
-            files={"fixed": entry[fixed], "moving": entry[moving], "fixed_labels": entry[f"{fixed}_labels"],
-                   "moving_labels": entry[f"{moving}_labels"]},
-            label_names={int(k): v for k, v in entry.get("label_names", manifest.get("label_names", {})).items()},
-            eval_labels=list(entry["eval_labels"]),
-            labelled_slices_fixed=entry.get(f"labelled_slices_{fixed}")))
+    for number, entry in enumerate(manifest["pairs"]):
+        try:
+            if dim is not None and entry["dim"] != dim:
+                continue
+            pair = Pair(
+                id=entry["id"] + ("_reversed" if reverse else ""), dim=entry["dim"], folder=folder,
+                files={"fixed": entry[fixed], "moving": entry[moving], "fixed_labels": entry[f"{fixed}_labels"],
+                       "moving_labels": entry[f"{moving}_labels"]},
+                label_names={int(k): v for k, v in entry.get("label_names", manifest.get("label_names", {})).items()},
+                eval_labels=list(entry["eval_labels"]),
+                labelled_slices_fixed=entry.get(f"labelled_slices_{fixed}"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise DatasetError(f"{folder / 'manifest.json'}: pair {number} lacks or garbles {error}") from None
+        missing = [name for name in pair.files.values() if not (folder / name).is_file()]
+        if missing:
+            raise DatasetError(f"{folder / 'manifest.json'}: pair {pair.id} lists {missing[0]}, which is not in "
+                               f"{folder}")
+        pairs.append(pair)
     if isotropic_size is not None:
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_iso{isotropic_size}", isotropic_size=isotropic_size)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None]
@@ -107,7 +115,29 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_slice{k:02d}", dim=2, stack_slice=k)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None
                  for k in _slices_with_every_label(pair)]
-    return pairs[:limit] if limit else pairs
+    pairs = pairs[:limit] if limit else pairs
+    if not pairs:
+        raise DatasetError(f"{folder / 'manifest.json'}: no pair to run with these options (--dim; --isotropic, "
+                           "--whole-fov-spacing and --stack-slices take only stacks labelled on every slice)")
+    return pairs
+
+
+class DatasetError(ValueError):
+    """A data folder the benchmark cannot run on; the message names the file and the problem."""
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise DatasetError(f"--data {folder}: holds no manifest.json; give the folder of one dataset, such as "
+                           "../shared/data/acdc")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as error:
+        raise DatasetError(f"{path}: is not JSON ({error})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("pairs"), list):
+        raise DatasetError(f"{path}: has no list of 'pairs'")
+    return manifest
 
 
 def _slices_with_every_label(pair: Pair) -> List[int]:

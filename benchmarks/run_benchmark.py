@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_arguments
 
-from .dataset import load_pairs
+from .dataset import DatasetError, load_pairs
 from .evaluate import evaluate, failed, failure_reason
 from .methods import METHODS
 from .report import reliability_plot, summary_markdown, write_csv
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--dim", type=int, choices=(2, 3), help="only 2-D or only 3-D pairs")
-    parser.add_argument("--pairs", type=int, help="only the first N pairs")
+    parser.add_argument("--pairs", type=positive_count, help="only the first N pairs")
     parser.add_argument("--isotropic", type=int, metavar="N",
                         help="resample each fully labelled 3-D pair onto an N^3 isotropic cube around the labels")
     parser.add_argument("--whole-fov-spacing", type=float, metavar="MM",
@@ -50,11 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
     parameters = parameters_from_arguments(arguments).replace(device="cpu")
-    pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic, arguments.whole_fov_spacing,
-                       arguments.stack_slices, arguments.reverse)
+    try:
+        pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic,
+                           arguments.whole_fov_spacing, arguments.stack_slices, arguments.reverse)
+    except DatasetError as error:
+        print(f"benchmark: {error}", file=sys.stderr)
+        return 2
     missing = [m.missing() for name, m in METHODS.items() if name in arguments.methods and m.missing()]
     methods = [name for name in arguments.methods if METHODS[name].missing() is None]
     for message in missing:

@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from benchmarks import methods, run_benchmark
@@ -15,6 +16,9 @@ from benchmarks.run_benchmark import main
 COLUMNS = {"pair", "method", "label", "label_name", "dice_before", "dice_after", "hausdorff_mm_before",
            "hausdorff_mm_after", "hausdorff95_mm_before", "hausdorff95_mm_after", "folded_voxels", "folded_fraction",
            "min_jacobian", "inverse_folded_voxels", "inverse_consistency_mm", "seconds", "peak_rss_mb", "failure"}
+
+
+FILE_KEYS = ("fixed", "moving", "fixed_labels", "moving_labels")
 
 
 def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
@@ -118,7 +122,8 @@ def test_reverse_swaps_the_phases_with_their_labels_and_labelled_slices(data_dir
     # the development stack has the same labelled slices in both phases: a manifest where they differ tells them apart
     manifest = json.loads((data_dir / "sunnybrook" / "manifest.json").read_text())
     entry = next(entry for entry in manifest["pairs"] if entry["dim"] == 3)
-    manifest["pairs"] = [{**entry, "labelled_slices_fixed": [1, 2], "labelled_slices_moving": [3, 4]}]
+    files = {key: str(data_dir / "sunnybrook" / entry[key]) for key in FILE_KEYS}
+    manifest["pairs"] = [{**entry, **files, "labelled_slices_fixed": [1, 2], "labelled_slices_moving": [3, 4]}]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert load_pairs(tmp_path, reverse=True)[0].labelled_slices_fixed == [3, 4]
     assert load_pairs(tmp_path)[0].labelled_slices_fixed == [1, 2]
@@ -156,3 +161,31 @@ def test_the_cine_sweep_scores_a_stack_as_a_two_phase_cine_from_the_sequence_pre
     ed, es = (sitk.GetArrayFromImage(pair.image(key)) == 3 for key in ("moving_labels", "fixed_labels"))
     assert row["expert_ef"] == 100.0 * (ed.sum() - es.sum()) / ed.sum()
     assert 0.0 < row["dice"] < 1.0 and row["folds"] == 0 and row["id"] == pair.id
+
+
+def test_a_data_folder_the_benchmark_cannot_run_on_is_one_line_before_any_run(data_dir, tmp_path, capsys):
+    """The benchmark is how a dataset of other patients is scored: a wrong folder ended in a FileNotFoundError
+    traceback, a manifest naming a missing file in every method's run failing one after the other, and --pairs 0
+    ran every pair."""
+    def refused(folder, *options):
+        code = main(["--data", str(folder), "--output-dir", str(tmp_path / "out"), *options])
+        return code, capsys.readouterr().err.strip()
+
+    code, message = refused(data_dir)
+    assert code == 2 and message == (f"benchmark: --data {data_dir}: holds no manifest.json; give the folder of one "
+                                     "dataset, such as ../shared/data/acdc")
+    manifest = json.loads((data_dir / "acdc" / "manifest.json").read_text())
+    entry = {**manifest["pairs"][0], **{key: str(data_dir / "acdc" / manifest["pairs"][0][key]) for key in FILE_KEYS}}
+    for broken, expected in (({**entry, "moving": "elsewhere/ED.nii.gz"}, "lists elsewhere/ED.nii.gz, which is not in"),
+                             ({key: value for key, value in entry.items() if key != "eval_labels"},
+                              "pair 0 lacks or garbles 'eval_labels'")):
+        (tmp_path / "manifest.json").write_text(json.dumps({"pairs": [broken]}))
+        code, message = refused(tmp_path)
+        assert code == 2 and expected in message and message.count("\n") == 0
+    (tmp_path / "manifest.json").write_text(json.dumps({"pairs": [entry]}))
+    code, message = refused(tmp_path, "--dim", "3")
+    assert code == 2 and "no pair to run with these options" in message
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--pairs", "0"])
+    assert stop.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,7 @@ from ODERegistrationLib.engine.pipeline.registration import register_images, war
 from ODERegistrationLib.engine.pipeline.sequence import (_split, _stack_image, against_experts, expert_phases,
                                                 read_cine, reference_labels, register_sequence)
 
+from .dataset import DatasetError, read_manifest
 from .evaluate import run_in_region
 from .methods import METHODS
 
@@ -58,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
     parameters = parameters_from_arguments(arguments).replace(device="cpu")
-    manifest = json.loads((arguments.data / "manifest.json").read_text())
+    try:
+        manifest = read_manifest(arguments.data, "sequences")
+    except DatasetError as error:
+        print(f"cine benchmark: {error}", file=sys.stderr)
+        return 2
     arguments.output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for entry in manifest["sequences"]:

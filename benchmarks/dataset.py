@@ -84,7 +84,7 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
     with ``stack_slices``, every slice of its fully labelled 3-D pairs on which both label maps hold every evaluated
     label, as a 2-D pair (base to apex, not the mid-ventricular slice alone); with ``reverse``, each pair the other
     way round (the ES labels carried onto the ED image: an expansion instead of a contraction)."""
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder, "pairs")
     fixed, moving = ("moving", "fixed") if reverse else ("fixed", "moving")
     pairs = []
     for number, entry in enumerate(manifest["pairs"]):
@@ -126,7 +126,8 @@ class DatasetError(ValueError):
     """A data folder the benchmark cannot run on; the message names the file and the problem."""
 
 
-def _read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path, entries: str) -> dict:
+    """A data folder's manifest.json, which lists its ``entries`` ("pairs", or a cine folder's "sequences")."""
     path = folder / "manifest.json"
     if not path.is_file():
         raise DatasetError(f"--data {folder}: holds no manifest.json; give the folder of one dataset, such as "
@@ -135,8 +136,8 @@ def _read_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text())
     except ValueError as error:
         raise DatasetError(f"{path}: is not JSON ({error})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("pairs"), list):
-        raise DatasetError(f"{path}: has no list of 'pairs'")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get(entries), list):
+        raise DatasetError(f"{path}: has no list of '{entries}'")
     return manifest
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from benchmarks import methods, run_benchmark
+from benchmarks import cine_benchmark, methods, run_benchmark
 from benchmarks.dataset import load_pairs
 from benchmarks.evaluate import evaluate
 from benchmarks.run_benchmark import main
@@ -188,4 +188,6 @@ def test_a_data_folder_the_benchmark_cannot_run_on_is_one_line_before_any_run(da
     with pytest.raises(SystemExit) as stop:
         main(["--data", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--pairs", "0"])
     assert stop.value.code == 2 and "'0' is not a whole number of at least 1" in capsys.readouterr().err
+    assert cine_benchmark.main(["--data", str(data_dir / "acdc"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith("acdc/manifest.json: has no list of 'sequences'")
     assert not (tmp_path / "out").exists()

@@ -80,7 +80,7 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
         "SimpleITK's own reason, not a generic one"
     assert not output.exists()
     sheared_nifti = tmp_path / "sheared.nii"
-    sheared_nifti.write_bytes(with_sheared_sform(open(write("plain.nii", image_2d()), "rb").read()))
+    sheared_nifti.write_bytes(with_sform(open(write("plain.nii", image_2d()), "rb").read(), (1.0, 0.5, 0.0, 0.0), 0))
     code, message, output = run_cli(tmp_path, capsys, fixed, str(sheared_nifti))
     assert code == 2 and "orthonormal direction cosines" in message and message.count("\n") == 0, \
         "ITK's reason, not 'not an image format SimpleITK can read'"
@@ -91,13 +91,26 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and "is a folder holding no DICOM series" in message and message.count("\n") == 0
 
 
-def with_sheared_sform(nifti: bytes) -> bytes:
-    """A NIfTI-1 header whose only orientation is an sform with a sheared first row, as some converters write:
-    ITK refuses it, and its error said nothing the user could act on."""
+def with_sform(nifti: bytes, first_row, qform_code: int) -> bytes:
+    """A NIfTI-1 header whose sform has this first row (srow_x); with qform code 0 the sform is its only
+    orientation, as some converters write."""
     header = bytearray(nifti)
-    struct.pack_into("<hh", header, 252, 0, 2)  # qform_code, sform_code
-    struct.pack_into("<4f", header, 280, 1.0, 0.5, 0.0, 0.0)  # srow_x
+    struct.pack_into("<hh", header, 252, qform_code, 2)  # qform_code, sform_code
+    struct.pack_into("<4f", header, 280, *first_row)
     return bytes(header)
+
+
+def test_what_itk_says_of_a_header_it_reads_is_one_warning_line(tmp_path, capfd, write):
+    """A NIfTI file whose sform gives another voxel size than its qform: ITK takes the qform, and said so in six
+    lines of its own on the process's standard error, with paths inside ITK's build."""
+    fixed = write("fixed.nii.gz", image_2d())
+    odd = tmp_path / "odd_scales.nii"
+    odd.write_bytes(with_sform(open(write("plain.nii", image_2d(seed=1)), "rb").read(), (-2.0, 0.0, 0.0, 0.0), 1))
+    assert main(["register", "--fixed", fixed, "--moving", str(odd), "--output-dir", str(tmp_path / "out"),
+                 "--iterations", "1", "--quiet"]) == 0
+    lines = capfd.readouterr().err.splitlines()
+    assert f"oderegistration: warning: moving {odd}: ITK: {odd} has unexpected scales in sform" in lines
+    assert all(line.startswith("oderegistration: warning: ") for line in lines), lines
 
 
 def write_dicom_series(volume: sitk.Image, folder, series_uid: str, one_position: bool = False,

@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -163,9 +164,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the staging folder is removed on the way out
     corners = box_corners(*arguments.roi) if isinstance(arguments.roi, tuple) else None
     try:
-        if arguments.command == "sequence":
-            return _run_sequence(arguments, parameters, corners)
-        return _run(_input_paths(arguments), arguments.output_dir, parameters, arguments.quiet, corners)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            if arguments.command == "sequence":
+                return _run_sequence(arguments, parameters, corners)
+            return _run(_input_paths(arguments), arguments.output_dir, parameters, arguments.quiet, corners)
     except (InputError, DeviceError, RegistrationDiverged) as error:
         print(f"oderegistration: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
@@ -178,6 +181,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("oderegistration: error: the machine ran out of memory; nothing was written. Retry with a coarser "
               "working resolution (a larger --working-spacing-mm) or in a smaller region (--roi)", file=sys.stderr)
         return EXIT_INPUT_ERROR
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (what ITK's reader said of a header, or a library's) as one line, like the run's own."""
+    print(f"oderegistration: warning: {message}", file=sys.stderr)
 
 
 def _interrupt(signum, frame) -> None:

@@ -7,9 +7,13 @@ import math
 import os
 import re
 import struct
+import sys
+import tempfile
+import warnings
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,7 +30,8 @@ def read_image(path: str | os.PathLike, name: str, cine: bool = False) -> sitk.I
     if not path.is_file():
         raise InputError(f"{name} {path}: no such file")
     try:
-        image = sitk.ReadImage(str(path))
+        with _itk_warnings_as_python_warnings(f"{name} {path}"):
+            image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"{name} {path}: cannot be read ({_sitk_reason(error)})") from None
     if path.name.lower().endswith((".nii", ".nii.gz")):
@@ -102,6 +107,40 @@ def segment_names(path: str | os.PathLike) -> Dict[str, str]:
 
 def _is_slicer_segmentation(image: sitk.Image) -> bool:
     return image.HasMetaDataKey("Segmentation_ContainedRepresentationNames")
+
+
+class ReaderWarning(UserWarning):
+    """What ITK's reader said of a file it read: how it took a header it found odd (a NIfTI sform whose scales
+    differ from its voxel size, say), the only sign that the geometry may not be what the file meant."""
+
+
+ITK_WARNING = re.compile(r"^WARNING: In [^\n]*\n\w+ ?\(0x[0-9a-f]+\): ([^\n]*)\n?\n?", re.MULTILINE)
+"""ITK's warning as it prints it: a line naming its source file, then the object and the message."""
+
+
+@contextmanager
+def _itk_warnings_as_python_warnings(source: str) -> Iterator[None]:
+    """ITK prints its warnings to the process's standard error, three lines each with a path inside ITK's build;
+    while a file is read they are collected and passed on as one ReaderWarning each, naming the input (the command
+    line prints each as one line). Anything else written there meanwhile is passed on as it was."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no standard error to catch them on (a process started without one)
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            sys.stderr.write(ITK_WARNING.sub("", text))
+    for message in dict.fromkeys(ITK_WARNING.findall(text)):  # ITK may say the same thing twice
+        warnings.warn(f"{source}: ITK: {message}", ReaderWarning, stacklevel=2)
 
 
 def _sitk_reason(error: RuntimeError) -> str:

@@ -85,6 +85,13 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and "orthonormal direction cosines" in message and message.count("\n") == 0, \
         "ITK's reason, not 'not an image format SimpleITK can read'"
     assert not output.exists()
+    beyond_memory = tmp_path / "beyond_memory.nii"
+    header = bytearray(open(write("small.nii", image_2d()), "rb").read())
+    struct.pack_into("<4h", header, 40, 3, 32767, 32767, 32767)  # dim: 140 TB of float32, past any address space
+    beyond_memory.write_bytes(bytes(header))
+    code, message, output = run_cli(tmp_path, capsys, fixed, str(beyond_memory))
+    assert code == 2 and message.endswith("cannot be read (Failed to allocate memory for image; its header gives "
+                                          "32767 x 32767 x 32767 = 3.52e+13 voxels)"), message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
     assert code == 2 and "no such file" in message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path))

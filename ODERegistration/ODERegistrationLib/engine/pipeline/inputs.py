@@ -33,7 +33,10 @@ def read_image(path: str | os.PathLike, name: str, cine: bool = False) -> sitk.I
         with _itk_warnings_as_python_warnings(f"{name} {path}"):
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"{name} {path}: cannot be read ({_sitk_reason(error)})") from None
+        reason = _sitk_reason(error)
+        if "allocate" in reason:
+            reason = reason.rstrip(".") + _header_size(path)
+        raise InputError(f"{name} {path}: cannot be read ({reason})") from None
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path, name)
     return image
@@ -146,11 +149,26 @@ def _itk_warnings_as_python_warnings(source: str) -> Iterator[None]:
 def _sitk_reason(error: RuntimeError) -> str:
     """SimpleITK's or ITK's own one-line reason from the multi-line exception text (ITK's reader raises its own:
     a NIfTI file whose sform is sheared is readable but not representable)."""
-    for line in str(error).splitlines():
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
         for prefix in ("sitk::ERROR:", "ITK ERROR:"):
-            if line.strip().startswith(prefix):
-                return re.sub(r"^\w+ ?\(0x[0-9a-f]+\): ", "", line.strip().removeprefix(prefix).strip())
+            if line.startswith(prefix):
+                return re.sub(r"^\w+ ?\(0x[0-9a-f]+\): ", "", line.removeprefix(prefix).strip())
+    if len(lines) > 1 and lines[0].startswith("Exception thrown in SimpleITK"):  # below the line of ITK's source
+        return lines[-1]
     return "not an image format SimpleITK can read"
+
+
+def _header_size(path: Path) -> str:
+    """What the file's header says of the image's size, read without its voxels; empty if it cannot be read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ""
+    size = reader.GetSize()
+    return f"; its header gives {' x '.join(map(str, size))} = {math.prod(size):.3g} voxels"
 
 
 def _read_dicom_series(folder: Path, name: str, cine: bool) -> sitk.Image:

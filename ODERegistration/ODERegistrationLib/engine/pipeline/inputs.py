@@ -117,7 +117,9 @@ class ReaderWarning(UserWarning):
     differ from its voxel size, say), the only sign that the geometry may not be what the file meant."""
 
 
-ITK_WARNING = re.compile(r"^WARNING: In [^\n]*\n\w+ ?\(0x[0-9a-f]+\): ([^\n]*)\n?\n?", re.MULTILINE)
+ITK_OBJECT = r"\w+ ?\(0x[0-9a-f]+\): "
+"""How ITK starts a message: the class and the address of the object that says it."""
+ITK_WARNING = re.compile(rf"^WARNING: In [^\n]*\n{ITK_OBJECT}([^\n]*)\n?\n?", re.MULTILINE)
 """ITK's warning as it prints it: a line naming its source file, then the object and the message."""
 
 
@@ -153,7 +155,7 @@ def _sitk_reason(error: RuntimeError) -> str:
     for line in lines:
         for prefix in ("sitk::ERROR:", "ITK ERROR:"):
             if line.startswith(prefix):
-                return re.sub(r"^\w+ ?\(0x[0-9a-f]+\): ", "", line.removeprefix(prefix).strip())
+                return re.sub(f"^{ITK_OBJECT}", "", line.removeprefix(prefix).strip())
     if len(lines) > 1 and lines[0].startswith("Exception thrown in SimpleITK"):  # below the line of ITK's source
         return lines[-1]
     return "not an image format SimpleITK can read"

@@ -158,19 +158,19 @@ def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name:
         raise InputError(f"reference phase {reference_phase}: out of range; the cine has phases 0 to "
                          f"{len(cine.phases) - 1}")
     reference = cine.phases[reference_phase]
-    labelled_phases = []
+    sequence = []
     if labels.GetDimension() == cine.time_axis_in_input + 1:
         if labels.GetSize()[cine.time_axis_in_input] != len(cine.phases):
             raise InputError(f"{name}: has {labels.GetSize()[cine.time_axis_in_input]} phases, the cine "
                              f"{len(cine.phases)}")
         sequence = split_phases(labels, cine.time_axis_in_input == 2, name).phases
-        labelled_phases = [str(k) for k, phase in enumerate(sequence) if sitk.GetArrayViewFromImage(phase).any()]
         labels = sequence[reference_phase]
     elif labels.GetDimension() == 2 and reference.GetSize()[2] == 1:  # a 2-D map in the plane of one-slice frames
         check_labels(labels, reference[:, :, 0], name, f"the cine's phase {reference_phase}")
         labels = _on_grid(sitk.GetArrayFromImage(labels)[None], reference)
     array = check_labels(labels, reference, name, f"the cine's phase {reference_phase}")
     if not array.any():
+        labelled_phases = [str(k) for k, phase in enumerate(sequence) if sitk.GetArrayViewFromImage(phase).any()]
         where = (f"; its labels are on phase {', '.join(labelled_phases)}: is that the reference phase?"
                  if labelled_phases else "")
         raise InputError(f"{name}: has no label on phase {reference_phase} (every voxel is 0){where}")

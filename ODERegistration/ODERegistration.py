@@ -412,14 +412,18 @@ def _summary(outputs) -> str:
 
 
 def _sequenceSummary(outputs) -> str:
+    from ODERegistrationLib.engine.pipeline.sequence import volumes_in_words
+
     report = outputs.report
     lines = [f"Time: {report['seconds']:.1f} s on {report['batch']['device']} for {report['phases']} frames "
              f"({report['seconds_per_phase']:.1f} s per frame, {len(report['labelled_slices'])} labelled slices)",
              f"Folded voxels, all frames: {report['folded_voxels']}"]
     lines += [f"Warning: {warning}" for warning in outputs.warnings]
-    for segment, cycle in outputs.cycles.items():
-        lines.append(f"{segment}: ED frame {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES frame {cycle['es_phase']} "
-                     f"{cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
+    cycle = report["cycle"]
+    lines.append(f"ED frame {cycle['ed_phase']}, ES frame {cycle['es_phase']}: the largest and smallest volume of "
+                 f"{outputs.leading_segment}, whose volume changes most")
+    for segment, volumes in outputs.cycles.items():
+        lines.append(f"{segment}: {volumes_in_words(volumes)}")
     lines.append(f"Scrub {outputs.browser.GetName()} to see the propagated contours on every frame.")
     return "\n".join(lines)
 
@@ -523,7 +527,7 @@ class ODERegistrationTest(ScriptedLoadableModuleTest):
         self.assertTrue(browser.IsSynchronizedSequenceNode(outputs.segmentation_sequence.GetID()))
         self.assertTrue(browser.IsSynchronizedSequenceNode(outputs.transform_sequence.GetID()))
         self.assertEqual(outputs.segmentation_sequence.GetNumberOfDataNodes(), 3)
-        cycle = next(iter(outputs.cycles.values()))
+        cycle = outputs.report["cycle"]
         self.assertEqual((cycle["ed_phase"], cycle["es_phase"]), (0, 1))
         self.assertEqual(outputs.table.GetNumberOfRows(), 3)
         self.assertEqual(outputs.report["folded_voxels"], 0)

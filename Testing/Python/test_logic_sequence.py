@@ -72,8 +72,8 @@ def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line
         assert [made.GetNthIndexValue(i) for i in range(made.GetNumberOfDataNodes())] == \
             [sequence.GetNthIndexValue(i) for i in range(sequence.GetNumberOfDataNodes())]
 
-    es = outputs.cycles["LV blood pool"]["es_phase"]
-    assert es == 0  # the piece's first frame is the patient's end-systole
+    es = outputs.report["cycle"]["es_phase"]
+    assert es == 0 and outputs.leading_segment == "LV blood pool"  # the piece's first frame is the end-systole
     browser.SetSelectedItemNumber(es)  # scrubbing: the proxies now show the ES frame
     volume = browser.GetProxyNode(sequence)
     shown = labels_from_segmentation(browser.GetProxyNode(outputs.segmentation_sequence), volume)
@@ -100,7 +100,9 @@ def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNode() is outputs.table and series.GetYColumnName() == "LV blood pool (ml)"
     assert series.GetXColumnName() == "time (ms)" and outputs.report["times_ms"] == [0.0, 40.0, 80.0]
-    assert f"EF {outputs.cycles['LV blood pool']['ef_percent']:.1f} %" in chart.GetTitle()
+    ejected = [f"{segment} EF {volumes['ef_percent']:.1f} %" for segment, volumes in outputs.cycles.items()
+               if volumes["ef_percent"] is not None]
+    assert ejected and chart.GetTitle() == "; ".join(["ED frame 2, ES frame 0 (of LV blood pool)"] + ejected)
 
 
 def test_a_cine_under_a_transform_is_read_and_shown_where_the_user_sees_it(mrml, cine_piece_files):
@@ -139,7 +141,8 @@ def test_the_command_line_names_the_segments_of_the_labels_slicer_saved(mrml, ci
     output = tmp_path / "out"
     assert main(["sequence", "--cine", str(cine_piece_files["cine"]), "--labels", saved, "--reference-phase",
                  str(REFERENCE), "--iterations", "2", "--output-dir", str(output), "--quiet"]) == 0
-    assert "label 1 (LV blood pool): ED phase" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "smallest volume of label 1 (LV blood pool), whose" in printed and "label 2 (LV myocardium): ED" in printed
     assert json.loads((output / "report.json").read_text())["labels"]["2"]["name"] == "LV myocardium"
 
 

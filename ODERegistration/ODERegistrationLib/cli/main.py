@@ -26,7 +26,8 @@ from ..engine.parameters import REGIONS, defaults, field_type, option_flag, spec
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
 from ..engine.pipeline.qa import save_qa_figure
 from ..engine.pipeline.region import box_corners
-from ..engine.pipeline.sequence import expert_phases, read_cine, reference_labels, register_sequence
+from ..engine.pipeline.sequence import (expert_phases, read_cine, reference_labels, register_sequence,
+                                        volumes_in_words)
 from ..engine.pipeline.sequence_qa import save_sequence_qa, save_volume_curve
 from ..sample_data import sample_pair
 from .progress_bar import ProgressBar
@@ -269,9 +270,11 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
         print(f"oderegistration: warning: {warning}", file=sys.stderr)
     print(f"{output_dir}: {report['phases']} phases x {len(report['labelled_slices'])} labelled slices in "
           f"{report['seconds']:.1f} s on {report['batch']['device']}, {report['folded_voxels']} folded voxels")
-    for label, cycle in report["labels"].items():
-        print(f"  label {_named(label, cycle)}: ED phase {cycle['ed_phase']} {cycle['ed_ml']:.1f} ml, ES phase "
-              f"{cycle['es_phase']} {cycle['es_ml']:.1f} ml, EF {cycle['ef_percent']:.1f} %")
+    cycle = report["cycle"]
+    print(f"  ED phase {cycle['ed_phase']}, ES phase {cycle['es_phase']}: the largest and smallest volume of label "
+          f"{_named(cycle['label'], report['labels'][cycle['label']])}, whose volume changes most")
+    for label, volumes in report["labels"].items():
+        print(f"  label {_named(label, volumes)}: {volumes_in_words(volumes)}")
     for label, cycle in report.get("expert", {}).get("labels", {}).items():
         if cycle["slices"]:
             print(f"  label {label} against the expert on slices {cycle['slices']}: expert EF "

@@ -39,7 +39,8 @@ class SequenceRequest:
 
 @dataclass
 class SequenceOutputs:
-    """The nodes a run made, the engine result and its report, and each segment's cycle (ED, ES, EF) by name."""
+    """The nodes a run made, the engine result and its report (the ED and ES frames in its "cycle"), and each
+    segment's volumes at ED and ES and its EF, by name."""
 
     result: SequenceResult
     report: Dict
@@ -50,6 +51,8 @@ class SequenceOutputs:
     table: object
     plot_chart: object
     cycles: Dict[str, Dict] = field(default_factory=dict)
+    leading_segment: str = ""
+    """The segment whose volume changes most: its largest and smallest volume give the ED and ES frames."""
     warnings: List[str] = field(default_factory=list)
     """The report's warnings, with options named as the panel names them."""
 
@@ -159,8 +162,10 @@ class SequenceLogic:
         cycles = {names[label]: cycle for label, cycle in result.report["labels"].items()}
         table = self._volume_table(f"{prefix} volumes", result, names)
         x_column = FRAME if result.report["times_ms"] is None else TIME
-        chart = self._volume_chart(f"{prefix} volume curve", table, x_column, segmentation, ids, names, cycles)
+        chart = self._volume_chart(f"{prefix} volume curve", table, x_column, segmentation, ids, names,
+                                   result.report["cycle"], cycles)
         return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart, cycles,
+                               names[result.report["cycle"]["label"]],
                                [in_panel_words(warning) for warning in result.report["warnings"]])
 
     def _sequence_like(self, volumes, name: str):
@@ -189,9 +194,9 @@ class SequenceLogic:
         return table
 
     def _volume_chart(self, name: str, table, x_column: str, segmentation, ids: List[str], names: Dict[str, str],
-                      cycles: Dict[str, Dict]):
-        """A line per segment over the cycle against the table's ``x_column``, coloured like the segment; ED, ES
-        and EF in the title."""
+                      cycle: Dict, cycles: Dict[str, Dict]):
+        """A line per segment over the cycle against the table's ``x_column``, coloured like the segment; the ED
+        and ES frames and each segment's EF in the title."""
         chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.scene.GenerateUniqueName(name))
         for label, segment_id in enumerate(ids, start=1):
             segment_name = names[str(label)]
@@ -204,8 +209,9 @@ class SequenceLogic:
             series.SetPlotType(series.PlotTypeScatter)
             series.SetColor(*segmentation.GetSegmentation().GetSegment(segment_id).GetColor())
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        chart.SetTitle("; ".join(f"{segment} EF {cycle['ef_percent']:.1f} % (ED frame {cycle['ed_phase']}, "
-                                 f"ES frame {cycle['es_phase']})" for segment, cycle in cycles.items()))
+        frames = f"ED frame {cycle['ed_phase']}, ES frame {cycle['es_phase']} (of {names[cycle['label']]})"
+        chart.SetTitle("; ".join([frames] + [f"{segment} EF {volumes['ef_percent']:.1f} %"
+                                             for segment, volumes in cycles.items() if volumes["ef_percent"] is not None]))
         chart.SetXAxisTitle(x_column)
         chart.SetYAxisTitle("volume (ml)")
         return chart

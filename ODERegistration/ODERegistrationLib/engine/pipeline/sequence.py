@@ -245,6 +245,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     volumes = {v: [float((sitk.GetArrayViewFromImage(image) == v).sum() * voxel_ml) for image in propagated]
                for v in values}
     seconds = result.report["seconds"]
+    cycle, label_volumes = cardiac_cycle(volumes)
     report = {
         "phases": len(cine.phases), "reference_phase": reference_phase, "labelled_slices": slices,
         "times_ms": cine.times_ms, "seconds": seconds, "seconds_per_phase": round(seconds / len(others), 3),
@@ -253,7 +254,8 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
         "warnings": time_warnings(cine, names["cine"]) + result.report["warnings"],
         "folded_voxels": int(sum(r.get("folded_voxels", 0) for r in phase_reports)),
         "per_phase": phase_reports,
-        "labels": {str(v): _cycle(volumes[v]) for v in values},
+        "cycle": cycle,
+        "labels": label_volumes,
         "parameters": parameters.replace(threads=result.report["parameters"]["threads"]).as_dict(),
         "versions": result.report["versions"],
     }
@@ -305,12 +307,28 @@ def _split(result: RegistrationResult, phases: int, slices: Sequence[int], refer
         yield fields[0], fields[1], _on_grid(labels.astype(label_array.dtype), reference), report
 
 
-def _cycle(volumes: List[float]) -> Dict:
-    """End-diastole = the largest volume, end-systole = the smallest, and the ejection fraction between them."""
-    ed, es = int(np.argmax(volumes)), int(np.argmin(volumes))
-    ef = 100.0 * (volumes[ed] - volumes[es]) / volumes[ed] if volumes[ed] > 0 else float("nan")
-    return {"ed_phase": ed, "es_phase": es, "ed_ml": round(volumes[ed], 3), "es_ml": round(volumes[es], 3),
-            "ef_percent": round(ef, 2), "volumes_ml": [round(v, 3) for v in volumes]}
+def cardiac_cycle(volumes: Dict[int, List[float]]) -> Tuple[Dict, Dict[str, Dict]]:
+    """End-diastole and end-systole are moments of the heartbeat, the same for every label: the phases of the largest
+    and the smallest volume of the label whose volume changes most in ml (a cavity: the myocardium's volume holds,
+    and a label of a few voxels cannot lead). Then each label's volumes at those two phases, and the fraction of
+    its end-diastolic volume ejected by end-systole; a label that does not shrink between them (the myocardium,
+    whose wall thickens in the slices) ejects nothing and has no ejection fraction (None)."""
+    leading = max(volumes, key=lambda value: max(volumes[value]) - min(volumes[value]))
+    ed, es = int(np.argmax(volumes[leading])), int(np.argmin(volumes[leading]))
+    labels = {}
+    for value, curve in volumes.items():
+        ejected = curve[ed] > curve[es]
+        labels[str(value)] = {"ed_ml": round(curve[ed], 3), "es_ml": round(curve[es], 3),
+                              "ef_percent": round(100.0 * (curve[ed] - curve[es]) / curve[ed], 2) if ejected else None,
+                              "volumes_ml": [round(v, 3) for v in curve]}
+    return {"ed_phase": ed, "es_phase": es, "label": str(leading)}, labels
+
+
+def volumes_in_words(label_volumes: Dict) -> str:
+    """``ED 195.8 ml, ES 153.3 ml, EF 21.7 %`` (one label's entry of :func:`cardiac_cycle`), without the EF where the
+    label ejects nothing."""
+    words = f"ED {label_volumes['ed_ml']:.1f} ml, ES {label_volumes['es_ml']:.1f} ml"
+    return words if label_volumes["ef_percent"] is None else f"{words}, EF {label_volumes['ef_percent']:.1f} %"
 
 
 def against_experts(propagated: List[sitk.Image], experts: List[sitk.Image], values: Sequence[int],

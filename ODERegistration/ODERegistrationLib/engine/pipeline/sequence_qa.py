@@ -8,12 +8,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, draw_contours
-from .sequence import Cine, SequenceResult
+from .sequence import Cine, SequenceResult, volumes_in_words
 
 
 def save_volume_curve(result: SequenceResult, cine: Cine, path: str | os.PathLike) -> None:
     """Volume of every label over the cycle (ml against ms, or against the phase where the cine gives no time), ED
-    and ES marked, EF in the legend."""
+    and ES (the same phases for every label, from
+    sequence.cardiac_cycle) marked, EF in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,11 +22,10 @@ def save_volume_curve(result: SequenceResult, cine: Cine, path: str | os.PathLik
 
     times = cine.times_ms if cine.times_ms is not None else list(range(len(cine.phases)))
     figure, axis = plt.subplots(figsize=(7, 4), layout="constrained")
+    cycle = result.report["cycle"]
     for label, volumes in result.volumes_ml.items():
-        cycle = result.report["labels"][str(label)]
         line, = axis.plot(times, volumes, marker="o", markersize=3,
-                          label=f"label {label}: ED {cycle['ed_ml']:.1f} ml, ES {cycle['es_ml']:.1f} ml, "
-                                f"EF {cycle['ef_percent']:.1f} %")
+                          label=f"label {label}: {volumes_in_words(result.report['labels'][str(label)])}")
         for phase, name in ((cycle["ed_phase"], "ED"), (cycle["es_phase"], "ES")):
             axis.annotate(name, (times[phase], volumes[phase]), textcoords="offset points", xytext=(0, 6),
                           ha="center", color=line.get_color(), fontsize=8)
@@ -34,6 +34,7 @@ def save_volume_curve(result: SequenceResult, cine: Cine, path: str | os.PathLik
                  label=f"reference phase {reference} (the labels drawn)")
     axis.set_xlabel("time in the cycle (ms)" if cine.times_ms is not None else "phase (the cine gives no time step)")
     axis.set_ylabel("volume on the labelled slices (ml)")
+    axis.margins(y=0.12)  # the ED and ES marks above the curves stay inside the axes
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.savefig(path, dpi=90)
@@ -56,8 +57,8 @@ def save_sequence_qa(result: SequenceResult, cine: Cine, path: str | os.PathLike
     reference_labels = sitk.GetArrayViewFromImage(result.labels[report["reference_phase"]])
     drawn = [k for k in report["labelled_slices"] if reference_labels[k].any()]  # contours may skip slices
     k = min(drawn, key=lambda slice_: abs(slice_ - (drawn[0] + drawn[-1]) / 2))
-    first = report["labels"][str(min(result.volumes_ml))]
-    chosen = sorted({report["reference_phase"], first["ed_phase"], first["es_phase"],
+    cycle = report["cycle"]
+    chosen = sorted({report["reference_phase"], cycle["ed_phase"], cycle["es_phase"],
                      *np.linspace(0, len(cine.phases) - 1, phases_shown).round().astype(int).tolist()})
     rows, columns = np.nonzero(reference_labels[k])
     margin = ZOOM_MARGIN_MM / cine.phases[0].GetSpacing()[0]
@@ -69,8 +70,8 @@ def save_sequence_qa(result: SequenceResult, cine: Cine, path: str | os.PathLike
                     aspect=cine.phases[t].GetSpacing()[1] / cine.phases[t].GetSpacing()[0])
         colour = FIXED_CONTOUR if t == report["reference_phase"] else PROPAGATED_CONTOUR
         draw_contours(axis, sitk.GetArrayViewFromImage(result.labels[t])[k], colour, "solid")
-        names = [name for phase, name in ((report["reference_phase"], "reference"), (first["ed_phase"], "ED"),
-                                          (first["es_phase"], "ES")) if phase == t]
+        names = [name for phase, name in ((report["reference_phase"], "reference"), (cycle["ed_phase"], "ED"),
+                                          (cycle["es_phase"], "ES")) if phase == t]
         time = "" if cine.times_ms is None else f" ({cine.times_ms[t]:g} ms)"
         axis.set_title(f"phase {t}{time}{', ' + ', '.join(names) if names else ''}", fontsize=9)
         axis.set_xlim(columns.min() - margin, columns.max() + margin)  # zoomed on the heart: the contours are legible

@@ -1,5 +1,7 @@
 """Each bad input gets one clear line naming the file and the problem, exit code 2, and no output directory."""
+import gzip
 import locale
+import re
 import struct
 from typing import Optional
 
@@ -85,10 +87,13 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
     assert code == 2 and "orthonormal direction cosines" in message and message.count("\n") == 0, \
         "ITK's reason, not 'not an image format SimpleITK can read'"
     assert not output.exists()
-    beyond_memory = tmp_path / "beyond_memory.nii"
-    header = bytearray(open(write("small.nii", image_2d()), "rb").read())
-    struct.pack_into("<4h", header, 40, 3, 32767, 32767, 32767)  # dim: 140 TB of float32, past any address space
-    beyond_memory.write_bytes(bytes(header))
+    beyond_memory = tmp_path / "beyond_memory.mha"
+    header = open(write("small.mha", image_2d()), "rb").read().decode("latin-1")
+    for key, value in (("NDims", "3"), ("TransformMatrix", "1 0 0 0 1 0 0 0 1"), ("Offset", "0 0 0"),
+                       ("CenterOfRotation", "0 0 0"), ("ElementSpacing", "1 1 1"),
+                       ("DimSize", "32767 32767 32767")):  # 140 TB of float32, past any address space
+        header = re.sub(rf"^{key} = .*$", f"{key} = {value}", header, count=1, flags=re.MULTILINE)
+    beyond_memory.write_bytes(header.encode("latin-1"))
     code, message, output = run_cli(tmp_path, capsys, fixed, str(beyond_memory))
     assert code == 2 and message.endswith("cannot be read (Failed to allocate memory for image; its header gives "
                                           "32767 x 32767 x 32767 = 3.52e+13 voxels)"), message
@@ -202,6 +207,14 @@ def test_a_nifti_file_that_ends_early_is_refused(tmp_path, capsys, write, suffix
     assert code == 2 and str(cut) in message and "truncated" in message and not output.exists()
     code, _, _ = run_cli(tmp_path, capsys, fixed, whole)
     assert code == 0
+    compressed = suffix == ".nii.gz"
+    header = bytearray(gzip.decompress(content) if compressed else content)
+    struct.pack_into("<4h", header, 40, 3, 32767, 32767, 32767)  # 140 TB announced, a few kB held
+    announcing_more = tmp_path / f"announcing_more{suffix}"
+    announcing_more.write_bytes(gzip.compress(bytes(header)) if compressed else bytes(header))
+    code, message, _ = run_cli(tmp_path, capsys, fixed, str(announcing_more))
+    assert code == 2 and f"is truncated: its header announces {352 + 4 * 32767 ** 3} bytes" in message, \
+        "checked before ITK reads it, which allocates what the header announces (and here fails to)"
 
 
 def test_labels_on_another_grid(tmp_path, capsys, write):

@@ -29,17 +29,16 @@ def read_image(path: str | os.PathLike, name: str, cine: bool = False) -> sitk.I
         return _read_dicom_series(path, name, cine)
     if not path.is_file():
         raise InputError(f"{name} {path}: no such file")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path, name)  # first: ITK allocates what the header announces before it reads
     try:
         with _itk_warnings_as_python_warnings(f"{name} {path}"):
-            image = sitk.ReadImage(str(path))
+            return sitk.ReadImage(str(path))
     except RuntimeError as error:
         reason = _sitk_reason(error)
         if "allocate" in reason:
             reason = reason.rstrip(".") + _header_size(path)
         raise InputError(f"{name} {path}: cannot be read ({reason})") from None
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path, name)
-    return image
 
 
 def read_label_map(path: str | os.PathLike, name: str, image: sitk.Image, mask: bool = False) -> sitk.Image:
@@ -326,20 +325,34 @@ def _read_dicom_cine(headers: List[sitk.ImageFileReader], name: str) -> sitk.Ima
 
 def _check_nifti_complete(path: Path, name: str) -> None:
     """ITK reads a NIfTI file that ends early (an interrupted copy or download) without a word, the missing voxels
-    as 0: refuse one whose data is shorter than its header says, or whose compressed stream is cut."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    as 0, and a header announcing gigabytes costs their allocation first: refuse one whose data is shorter than its
+    header says, or whose compressed stream is cut."""
     try:
-        with opener(path, "rb") as stream:
-            header = stream.read(544)
-            size = len(header)
-            while chunk := stream.read(1 << 22):
-                size += len(chunk)
+        if path.name.lower().endswith(".gz"):
+            header, size = _decompressed_start_and_length(path)
+        else:
+            with path.open("rb") as stream:
+                header, size = stream.read(544), path.stat().st_size
     except (EOFError, OSError, zlib.error) as error:
         raise InputError(f"{name} {path}: is truncated or damaged ({error})") from None
     expected = _nifti_bytes(header)
     if expected is not None and size < expected:
         raise InputError(f"{name} {path}: is truncated: its header announces {expected} bytes of data and header, "
                          f"the file holds {size} (an interrupted copy or download?)")
+
+
+def _decompressed_start_and_length(path: Path) -> Tuple[bytes, int]:
+    """The first bytes of a gzip file's content and the content's length, read through to the end; nothing for a
+    file that is no gzip stream at all (ITK then says what it is)."""
+    with gzip.open(path, "rb") as stream:
+        try:
+            start = stream.read(544)
+        except gzip.BadGzipFile:
+            return b"", 0
+        length = len(start)
+        while chunk := stream.read(1 << 22):
+            length += len(chunk)
+    return start, length
 
 
 def _nifti_bytes(header: bytes) -> Optional[int]:

@@ -412,7 +412,7 @@ def _summary(outputs) -> str:
 
 
 def _sequenceSummary(outputs) -> str:
-    from ODERegistrationLib.engine.pipeline.sequence import volumes_in_words
+    from ODERegistrationLib.engine.pipeline.cardiac_volumes import volumes_in_words
 
     report = outputs.report
     lines = [f"Time: {report['seconds']:.1f} s on {report['batch']['device']} for {report['phases']} frames "

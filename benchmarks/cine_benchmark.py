@@ -31,8 +31,9 @@ from ODERegistrationLib.cli.main import add_parameter_options, parameters_from_a
 from ODERegistrationLib.engine.pipeline.metrics import folding, jacobian_determinant
 from ODERegistrationLib.engine.presets import SEQUENCE_PRESET
 from ODERegistrationLib.engine.pipeline.registration import register_images, warp_labels
-from ODERegistrationLib.engine.pipeline.sequence import (_split, _stack_image, against_experts, expert_phases,
-                                                read_cine, reference_labels, register_sequence)
+from ODERegistrationLib.engine.pipeline.cardiac_volumes import against_experts
+from ODERegistrationLib.engine.pipeline.cine import expert_phases, read_cine, reference_labels
+from ODERegistrationLib.engine.pipeline.sequence import _split, _stack_image, register_sequence
 
 from .dataset import DatasetError, read_manifest
 from .evaluate import run_in_region

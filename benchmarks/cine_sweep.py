@@ -28,7 +28,8 @@ import SimpleITK as sitk
 
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.pipeline.metrics import label_scores
-from ODERegistrationLib.engine.pipeline.sequence import Cine, register_sequence
+from ODERegistrationLib.engine.pipeline.cine import Cine
+from ODERegistrationLib.engine.pipeline.sequence import register_sequence
 
 from .cine_benchmark import run_peer
 from .dataset import load_pairs

@@ -13,8 +13,9 @@ from ODERegistrationLib.cli.main import main
 from ODERegistrationLib.engine.pipeline.inputs import read_image
 from ODERegistrationLib.engine.presets import load_preset
 from ODERegistrationLib.engine.pipeline.registration import resample, warp_labels
-from ODERegistrationLib.engine.pipeline.sequence import (cardiac_cycle, read_cine, reference_labels, register_sequence,
-                                                         times_in_ms, volumes_in_words)
+from ODERegistrationLib.engine.pipeline.cardiac_volumes import cardiac_cycle, volumes_in_words
+from ODERegistrationLib.engine.pipeline.cine import read_cine, reference_labels, times_in_ms
+from ODERegistrationLib.engine.pipeline.sequence import register_sequence
 from ODERegistrationLib.engine.pipeline.validation import InputError, same_grid
 
 from conftest import CINE, cine_piece
@@ -453,7 +454,7 @@ def test_the_sequence_preset_follows_a_heart_that_contracts_normally(data_dir):
     """The preset was once chosen on the development cine alone, whose heart contracts little (EF 26 %): on ACDC
     patient 086 (expert EF 61 %), its reference -> end-systole map gave 25 %. Run as a two-phase cine, the LV
     cavity's EF must come within 10 points of the expert's."""
-    from ODERegistrationLib.engine.pipeline.sequence import Cine
+    from ODERegistrationLib.engine.pipeline.cine import Cine
 
     folder = data_dir / "acdc" / "3d"
     ed, es = (sitk.Cast(sitk.ReadImage(str(folder / f"patient086_{phase}.nii.gz")), sitk.sitkFloat32)

@@ -26,8 +26,9 @@ from ..engine.parameters import REGIONS, defaults, field_type, option_flag, spec
 from ..engine.presets import DEFAULT_PRESET, SEQUENCE_PRESET, load_preset, preset_files
 from ..engine.pipeline.qa import save_qa_figure
 from ..engine.pipeline.region import box_corners
-from ..engine.pipeline.sequence import (expert_phases, read_cine, reference_labels, register_sequence,
-                                        volumes_in_words)
+from ..engine.pipeline.cardiac_volumes import volumes_in_words
+from ..engine.pipeline.cine import expert_phases, read_cine, reference_labels
+from ..engine.pipeline.sequence import register_sequence
 from ..engine.pipeline.sequence_qa import save_sequence_qa, save_volume_curve
 from ..sample_data import sample_pair
 from .progress_bar import ProgressBar

@@ -15,8 +15,8 @@ import vtk
 from ..engine import InputError, RegistrationParameters
 from ..engine.parameters import in_panel_words
 from ..engine.presets import SEQUENCE_PRESET, load_preset
-from ..engine.pipeline.sequence import (Cine, SequenceResult, check_cine, reference_labels, register_sequence,
-                                        times_in_ms)
+from ..engine.pipeline.cine import Cine, check_cine, reference_labels, times_in_ms
+from ..engine.pipeline.sequence import SequenceResult, register_sequence
 from .geometry import image_from_volume, roi_corners_lps
 from .grid_transform import fill_grid_transform
 from .job import EngineJob, EngineTask

@@ -12,7 +12,8 @@ from typing import Callable, Dict, Optional
 import SimpleITK as sitk
 
 from .registration import RegistrationResult
-from .sequence import Cine, SequenceResult
+from .cine import Cine
+from .sequence import SequenceResult
 from .validation import InputError
 
 OUTPUT_FILES = {

@@ -8,13 +8,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from .qa import FIXED_CONTOUR, PROPAGATED_CONTOUR, draw_contours
-from .sequence import Cine, SequenceResult, volumes_in_words
+from .cardiac_volumes import volumes_in_words
+from .cine import Cine
+from .sequence import SequenceResult
 
 
 def save_volume_curve(result: SequenceResult, cine: Cine, path: str | os.PathLike) -> None:
     """Volume of every label over the cycle (ml against ms, or against the phase where the cine gives no time), ED
     and ES (the same phases for every label, from
-    sequence.cardiac_cycle) marked, EF in the legend."""
+    cardiac_volumes.cardiac_cycle) marked, EF in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")

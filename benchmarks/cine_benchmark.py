@@ -33,7 +33,7 @@ from ODERegistrationLib.engine.presets import SEQUENCE_PRESET
 from ODERegistrationLib.engine.pipeline.registration import register_images, warp_labels
 from ODERegistrationLib.engine.pipeline.cardiac_volumes import against_experts
 from ODERegistrationLib.engine.pipeline.cine import expert_phases, read_cine, reference_labels
-from ODERegistrationLib.engine.pipeline.sequence import _split, _stack_image, register_sequence
+from ODERegistrationLib.engine.pipeline.sequence import register_sequence, slices_as_one_stack, split_batch
 
 from .dataset import DatasetError, read_manifest
 from .evaluate import run_in_region
@@ -107,13 +107,13 @@ def _run_chained(method, cine, labels, reference, parameters):
     label_array = sitk.GetArrayFromImage(labels)
     slices = [k for k in range(label_array.shape[0]) if label_array[k].any()]
     reference_image = cine.phases[reference]
-    stack = lambda arrays: _stack_image(np.concatenate(arrays), reference_image)
+    stack = lambda arrays: slices_as_one_stack(np.concatenate(arrays), reference_image)
     phase_slices = lambda t: sitk.GetArrayFromImage(cine.phases[t])[slices]
     result = register_images(stack([phase_slices((t + 1) % count) for t in starts]),
                              stack([phase_slices(t) for t in starts]), parameters.replace(mode="slices"),
                              moving_labels=stack([label_array[slices]] * len(starts)))
     pairs = {t: (forward, backward) for t, (forward, backward, _, _) in
-             zip(starts, _split(result, len(starts), slices, reference_image, label_array))}
+             zip(starts, split_batch(result, len(starts), slices, reference_image, label_array))}
     start = time.perf_counter()
     propagated, folded = [], 0
     for t in range(count):

@@ -66,7 +66,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     labelled = [k for k in range(label_array.shape[0]) if label_array[k].any()]
     slices = list(range(labelled[0], labelled[-1] + 1))  # with any unlabelled slice between: a stack of anatomy
     others = [t for t in range(len(cine.phases)) if t != reference_phase]
-    stack = lambda arrays: _stack_image(np.concatenate(arrays), reference)
+    stack = lambda arrays: slices_as_one_stack(np.concatenate(arrays), reference)
     fixed = stack([sitk.GetArrayFromImage(cine.phases[t])[slices] for t in others])
     moving = stack([sitk.GetArrayFromImage(reference)[slices]] * len(others))
     moving_labels = stack([label_array[slices]] * len(others))
@@ -82,7 +82,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
                              names={"fixed": names["cine"], "moving": f"{names['cine']} phase {reference_phase}",
                                     "moving_labels": names["labels"]})
 
-    per_phase = _split(result, len(others), slices, reference, label_array, cancel)
+    per_phase = split_batch(result, len(others), slices, reference, label_array, cancel)
     forward, backward, propagated, phase_reports = ([None] * len(cine.phases) for _ in range(4))
     zero = np.zeros(label_array.shape + (3,))
     forward[reference_phase] = backward[reference_phase] = on_grid(zero, reference, vector=True)
@@ -117,7 +117,7 @@ def register_sequence(cine: Cine, labels: sitk.Image, reference_phase: int,
     return SequenceResult(forward, backward, propagated, volumes, report)
 
 
-def _stack_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+def slices_as_one_stack(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     """Slices of several phases as one stack on the reference's geometry (the slice positions are not physical,
     which the slice-by-slice layout never uses)."""
     image = sitk.GetImageFromArray(array)
@@ -127,7 +127,7 @@ def _stack_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def _split(result: RegistrationResult, phases: int, slices: Sequence[int], reference: sitk.Image,
+def split_batch(result: RegistrationResult, phases: int, slices: Sequence[int], reference: sitk.Image,
            label_array: np.ndarray, cancel: CancelCheck = None):
     """Per registered phase: forward, backward and labels on the phase grid (identity and no label on the slices
     the reference labels do not reach), and its folding, min det J and mean round trip; ``cancel`` is checked

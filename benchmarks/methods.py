@@ -138,6 +138,7 @@ METHODS: Dict[str, Method] = {method.name: method for method in [
     Method("ode", "torch", run_ode),
     Method("syn", "ants", _ants_syn("SyN")),
     Method("synonly", "ants", _ants_syn("SyNOnly")),
+    Method("syncc", "ants", _ants_syn("SyNCC")),  # cross-correlation, ANTs' metric for one modality: its best here
     Method("elastix", "itk", run_elastix),
     Method("demons", "SimpleITK", run_demons),
 ]}

@@ -1,7 +1,7 @@
 """Run every method on every pair of a dataset and write results.csv, summary.md and reliability.png.
 
     python -m benchmarks.run_benchmark --data ../shared/data/acdc --dim 2 --output-dir bench/acdc2d \
-        --methods ode syn synonly elastix demons --iterations 800
+        --methods ode syn synonly syncc elastix demons --iterations 800
 
 Each (pair, method) runs in a fresh process, so peak memory is that method's own and one crash cannot take the
 others down: a run that raises or dies leaves its pair unregistered for that method, and the summary lists it.

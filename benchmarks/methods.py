@@ -44,7 +44,7 @@ def run_ode(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutpu
     return MethodOutput(result.forward, result.backward, result.report["seconds"])
 
 
-def _ants_syn(transform_type: str) -> Callable[[sitk.Image, sitk.Image, dict], MethodOutput]:
+def ants_syn(transform_type: str) -> Callable[[sitk.Image, sitk.Image, dict], MethodOutput]:
     def run(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutput:
         import ants
 
@@ -82,27 +82,33 @@ def _dense_field(files, reference: sitk.Image, invert_affine: bool = False) -> s
                                              reference.GetDirection())
 
 
-def run_elastix(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutput:
-    """elastix with its default B-spline parameter map; transformix gives the dense field on the fixed grid."""
-    import itk
+def elastix(grid_spacing_mm: Optional[float] = None) -> Callable[[sitk.Image, sitk.Image, dict], MethodOutput]:
+    """elastix with its default B-spline parameter map (its final grid 10 mm apart, or ``grid_spacing_mm``);
+    transformix gives the dense field on the fixed grid."""
+    def run(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutput:
+        import itk
 
-    fixed_itk, moving_itk = _to_itk(fixed), _to_itk(moving)
-    parameters = itk.ParameterObject.New()
-    parameters.AddParameterMap(parameters.GetDefaultParameterMap("bspline"))
-    start = time.perf_counter()
-    _, transform_parameters = itk.elastix_registration_method(fixed_itk, moving_itk, parameter_object=parameters,
-                                                              log_to_console=False)
-    seconds = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as folder:  # transformix writes deformationField.nii into the cwd
-        previous = os.getcwd()
-        os.chdir(folder)
-        try:
-            field_itk = itk.transformix_deformation_field(moving_itk, transform_parameters)
-        finally:
-            os.chdir(previous)
-    field = sitk.GetImageFromArray(np.asarray(itk.array_from_image(field_itk), dtype=np.float64), isVector=True)
-    field.CopyInformation(fixed)
-    return MethodOutput(field, None, seconds)
+        fixed_itk, moving_itk = _to_itk(fixed), _to_itk(moving)
+        parameters = itk.ParameterObject.New()
+        parameter_map = parameters.GetDefaultParameterMap("bspline")
+        if grid_spacing_mm is not None:
+            parameter_map["FinalGridSpacingInPhysicalUnits"] = [str(grid_spacing_mm)]
+        parameters.AddParameterMap(parameter_map)
+        start = time.perf_counter()
+        _, transform_parameters = itk.elastix_registration_method(fixed_itk, moving_itk, parameter_object=parameters,
+                                                                  log_to_console=False)
+        seconds = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as folder:  # transformix writes deformationField.nii into the cwd
+            previous = os.getcwd()
+            os.chdir(folder)
+            try:
+                field_itk = itk.transformix_deformation_field(moving_itk, transform_parameters)
+            finally:
+                os.chdir(previous)
+        field = sitk.GetImageFromArray(np.asarray(itk.array_from_image(field_itk), dtype=np.float64), isVector=True)
+        field.CopyInformation(fixed)
+        return MethodOutput(field, None, seconds)
+    return run
 
 
 def _to_itk(image: sitk.Image):
@@ -116,29 +122,33 @@ def _to_itk(image: sitk.Image):
     return converted
 
 
-def run_demons(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutput:
-    """SimpleITK diffeomorphic demons: 2 levels, 150 iterations, sigma 1.5 (the data README's reference)."""
-    fixed_float = sitk.Cast(fixed, sitk.sitkFloat32)
-    moving_float = sitk.HistogramMatching(sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), fixed_float), fixed_float)
-    demons = sitk.DiffeomorphicDemonsRegistrationFilter()
-    demons.SetNumberOfIterations(150)
-    demons.SetStandardDeviations(1.5)
-    start = time.perf_counter()
-    coarse = [sitk.Shrink(image, [2, 2] + [1] * (fixed.GetDimension() - 2)) for image in (fixed_float, moving_float)]
-    initial = demons.Execute(*coarse)
-    initial = sitk.Resample(initial, fixed_float, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
-    field = demons.Execute(fixed_float, moving_float, initial)
-    seconds = time.perf_counter() - start
-    field = sitk.Cast(field, sitk.sitkVectorFloat64)
-    field.CopyInformation(fixed)
-    return MethodOutput(field, None, seconds)
+def demons(sigma: float = 1.5, iterations: int = 150) -> Callable[[sitk.Image, sitk.Image, dict], MethodOutput]:
+    """SimpleITK diffeomorphic demons on 2 levels (by default 150 iterations, sigma 1.5: the data README's
+    reference)."""
+    def run(fixed: sitk.Image, moving: sitk.Image, options: dict) -> MethodOutput:
+        fixed_float = sitk.Cast(fixed, sitk.sitkFloat32)
+        moving_float = sitk.HistogramMatching(sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), fixed_float),
+                                              fixed_float)
+        registration = sitk.DiffeomorphicDemonsRegistrationFilter()
+        registration.SetNumberOfIterations(iterations)
+        registration.SetStandardDeviations(sigma)
+        start = time.perf_counter()
+        coarse = [sitk.Shrink(image, [2, 2] + [1] * (fixed.GetDimension() - 2)) for image in (fixed_float, moving_float)]
+        initial = registration.Execute(*coarse)
+        initial = sitk.Resample(initial, fixed_float, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
+        field = registration.Execute(fixed_float, moving_float, initial)
+        seconds = time.perf_counter() - start
+        field = sitk.Cast(field, sitk.sitkVectorFloat64)
+        field.CopyInformation(fixed)
+        return MethodOutput(field, None, seconds)
+    return run
 
 
 METHODS: Dict[str, Method] = {method.name: method for method in [
     Method("ode", "torch", run_ode),
-    Method("syn", "ants", _ants_syn("SyN")),
-    Method("synonly", "ants", _ants_syn("SyNOnly")),
-    Method("syncc", "ants", _ants_syn("SyNCC")),  # cross-correlation, ANTs' metric for one modality: its best here
-    Method("elastix", "itk", run_elastix),
-    Method("demons", "SimpleITK", run_demons),
+    Method("syn", "ants", ants_syn("SyN")),
+    Method("synonly", "ants", ants_syn("SyNOnly")),
+    Method("syncc", "ants", ants_syn("SyNCC")),  # cross-correlation: SyN at its best here (peer_settings.py)
+    Method("elastix", "itk", elastix()),
+    Method("demons", "SimpleITK", demons()),
 ]}

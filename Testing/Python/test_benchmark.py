@@ -3,6 +3,9 @@ region, the engine beats unregistered, missing peers are reported."""
 import csv
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +25,7 @@ FILE_KEYS = ("fixed", "moving", "fixed_labels", "moving_labels")
 
 
 def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(methods.METHODS, "elastix", methods.Method("elastix", "no_such_package_here", methods.run_elastix))
+    monkeypatch.setitem(methods.METHODS, "elastix", methods.Method("elastix", "no_such_package_here", methods.elastix()))
     output = tmp_path / "bench"
     assert main(["--data", str(data_dir / "sunnybrook"), "--dim", "2", "--pairs", "1", "--output-dir", str(output),
                  "--methods", "ode", "demons", "elastix", "--iterations", "150"]) == 0
@@ -191,3 +194,16 @@ def test_a_data_folder_the_benchmark_cannot_run_on_is_one_line_before_any_run(da
     assert cine_benchmark.main(["--data", str(data_dir / "acdc"), "--output-dir", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().endswith("acdc/manifest.json: has no list of 'sequences'")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_peers_other_settings_run_in_the_benchmarks_own_worker_processes(data_dir, tmp_path):
+    """Each run is a spawned process that looks its method up by name: the variants must be known there too, and
+    each must run with its own setting (demons with σ = 1 and σ = 3 give other fields)."""
+    output = tmp_path / "peers"
+    subprocess.run([sys.executable, "-m", "benchmarks.peer_settings", "--data", str(data_dir / "sunnybrook"), "--dim",
+                    "2", "--pairs", "1", "--roi", "auto", "--methods", "demons_sigma1", "demons_sigma3",
+                    "--output-dir", str(output)], cwd=Path(__file__).parents[2], check=True, capture_output=True)
+    rows = {row["method"]: row for row in csv.DictReader((output / "results.csv").open())}
+    assert set(rows) == {"demons_sigma1+roi", "demons_sigma3+roi"}
+    assert not any(row["failure"] for row in rows.values())
+    assert rows["demons_sigma1+roi"]["dice_after"] != rows["demons_sigma3+roi"]["dice_after"]

@@ -422,7 +422,7 @@ def _sequenceSummary(outputs) -> str:
     cycle = report["cycle"]
     lines.append(f"ED frame {cycle['ed_phase']}, ES frame {cycle['es_phase']}: the largest and smallest volume of "
                  f"{outputs.leading_segment}, whose volume changes most")
-    for segment, volumes in outputs.cycles.items():
+    for segment, volumes in outputs.segment_volumes.items():
         lines.append(f"{segment}: {volumes_in_words(volumes)}")
     lines.append(f"Scrub {outputs.browser.GetName()} to see the propagated contours on every frame.")
     return "\n".join(lines)

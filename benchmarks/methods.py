@@ -133,7 +133,8 @@ def demons(sigma: float = 1.5, iterations: int = 150) -> Callable[[sitk.Image, s
         registration.SetNumberOfIterations(iterations)
         registration.SetStandardDeviations(sigma)
         start = time.perf_counter()
-        coarse = [sitk.Shrink(image, [2, 2] + [1] * (fixed.GetDimension() - 2)) for image in (fixed_float, moving_float)]
+        halved = [2, 2] + [1] * (fixed.GetDimension() - 2)  # in-plane only: a stack keeps its slices
+        coarse = [sitk.Shrink(image, halved) for image in (fixed_float, moving_float)]
         initial = registration.Execute(*coarse)
         initial = sitk.Resample(initial, fixed_float, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
         field = registration.Execute(fixed_float, moving_float, initial)

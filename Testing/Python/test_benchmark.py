@@ -25,7 +25,8 @@ FILE_KEYS = ("fixed", "moving", "fixed_labels", "moving_labels")
 
 
 def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(methods.METHODS, "elastix", methods.Method("elastix", "no_such_package_here", methods.elastix()))
+    not_installed = methods.Method("elastix", "no_such_package_here", methods.elastix())
+    monkeypatch.setitem(methods.METHODS, "elastix", not_installed)
     output = tmp_path / "bench"
     assert main(["--data", str(data_dir / "sunnybrook"), "--dim", "2", "--pairs", "1", "--output-dir", str(output),
                  "--methods", "ode", "demons", "elastix", "--iterations", "150"]) == 0

@@ -100,7 +100,7 @@ def test_outputs_are_synchronized_to_the_browser_and_agree_with_the_command_line
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNode() is outputs.table and series.GetYColumnName() == "LV blood pool (ml)"
     assert series.GetXColumnName() == "time (ms)" and outputs.report["times_ms"] == [0.0, 40.0, 80.0]
-    ejected = [f"{segment} EF {volumes['ef_percent']:.1f} %" for segment, volumes in outputs.cycles.items()
+    ejected = [f"{segment} EF {volumes['ef_percent']:.1f} %" for segment, volumes in outputs.segment_volumes.items()
                if volumes["ef_percent"] is not None]
     assert ejected and chart.GetTitle() == "; ".join(["ED frame 2, ES frame 0 (of LV blood pool)"] + ejected)
 
@@ -179,7 +179,7 @@ def test_segments_of_one_name_keep_their_own_volumes_and_an_empty_one_no_curve(m
     outputs = SequenceLogic(mrml.scene, mrml.logics.sequences).run(request(sequence, segmentation))
     columns = [outputs.table.GetColumnName(index) for index in range(2, outputs.table.GetNumberOfColumns())]
     assert columns == ["LV blood pool (1) (ml)", "LV blood pool (2) (ml)"]
-    assert list(outputs.cycles) == ["LV blood pool (1)", "LV blood pool (2)"]
+    assert list(outputs.segment_volumes) == ["LV blood pool (1)", "LV blood pool (2)"]
     volumes = [outputs.table.GetTable().GetColumnByName(column).GetValue(REFERENCE) for column in columns]
     labels = sitk.GetArrayFromImage(outputs.result.labels[REFERENCE])
     voxel_ml = np.prod(outputs.result.labels[REFERENCE].GetSpacing()) / 1000.0

@@ -50,7 +50,7 @@ class SequenceOutputs:
     segmentation_sequence: object
     table: object
     plot_chart: object
-    cycles: Dict[str, Dict] = field(default_factory=dict)
+    segment_volumes: Dict[str, Dict] = field(default_factory=dict)
     leading_segment: str = ""
     """The segment whose volume changes most: its largest and smallest volume give the ED and ES frames."""
     warnings: List[str] = field(default_factory=list)
@@ -159,13 +159,13 @@ class SequenceLogic:
         contours.SetAndObserveTransformNodeID(browser.GetProxyNode(volumes).GetTransformNodeID())  # over the frames
 
         names = dict(zip((str(value) for value in range(1, len(ids) + 1)), segment_names(segmentation)))
-        cycles = {names[label]: cycle for label, cycle in result.report["labels"].items()}
+        segment_volumes = {names[label]: volumes for label, volumes in result.report["labels"].items()}
         table = self._volume_table(f"{prefix} volumes", result, names)
         x_column = FRAME if result.report["times_ms"] is None else TIME
         chart = self._volume_chart(f"{prefix} volume curve", table, x_column, segmentation, ids, names,
-                                   result.report["cycle"], cycles)
-        return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart, cycles,
-                               names[result.report["cycle"]["label"]],
+                                   result.report["cycle"], segment_volumes)
+        return SequenceOutputs(result, result.report, browser, transforms, segmentations, table, chart,
+                               segment_volumes, names[result.report["cycle"]["label"]],
                                [in_panel_words(warning) for warning in result.report["warnings"]])
 
     def _sequence_like(self, volumes, name: str):
@@ -194,13 +194,13 @@ class SequenceLogic:
         return table
 
     def _volume_chart(self, name: str, table, x_column: str, segmentation, ids: List[str], names: Dict[str, str],
-                      cycle: Dict, cycles: Dict[str, Dict]):
+                      cycle: Dict, segment_volumes: Dict[str, Dict]):
         """A line per segment over the cycle against the table's ``x_column``, coloured like the segment; the ED
         and ES frames and each segment's EF in the title."""
         chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", self.scene.GenerateUniqueName(name))
         for label, segment_id in enumerate(ids, start=1):
             segment_name = names[str(label)]
-            if segment_name not in cycles:  # a segment with no voxel has no volume column
+            if segment_name not in segment_volumes:  # a segment with no voxel has no volume column
                 continue
             series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{segment_name} volume")
             series.SetAndObserveTableNodeID(table.GetID())
@@ -210,8 +210,9 @@ class SequenceLogic:
             series.SetColor(*segmentation.GetSegmentation().GetSegment(segment_id).GetColor())
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
         frames = f"ED frame {cycle['ed_phase']}, ES frame {cycle['es_phase']} (of {names[cycle['label']]})"
-        chart.SetTitle("; ".join([frames] + [f"{segment} EF {volumes['ef_percent']:.1f} %"
-                                             for segment, volumes in cycles.items() if volumes["ef_percent"] is not None]))
+        ejected = [f"{segment} EF {volumes['ef_percent']:.1f} %" for segment, volumes in segment_volumes.items()
+                   if volumes["ef_percent"] is not None]
+        chart.SetTitle("; ".join([frames] + ejected))
         chart.SetXAxisTitle(x_column)
         chart.SetYAxisTitle("volume (ml)")
         return chart

@@ -162,6 +162,7 @@ def expert_phases(labels: sitk.Image, cine: Cine, name: str, propagated: sitk.Im
 
 
 def on_grid(array: np.ndarray, reference: sitk.Image, vector: bool = False) -> sitk.Image:
+    """An array of a phase's shape (with ``vector``, one vector per voxel) as an image on that phase's grid."""
     image = sitk.GetImageFromArray(array, isVector=vector)
     image.CopyInformation(reference)
     return image

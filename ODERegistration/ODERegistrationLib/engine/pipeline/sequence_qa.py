@@ -15,8 +15,7 @@ from .sequence import SequenceResult
 
 def save_volume_curve(result: SequenceResult, cine: Cine, path: str | os.PathLike) -> None:
     """Volume of every label over the cycle (ml against ms, or against the phase where the cine gives no time), ED
-    and ES (the same phases for every label, from
-    cardiac_volumes.cardiac_cycle) marked, EF in the legend."""
+    and ES marked (the same phases for every label, from cardiac_volumes.cardiac_cycle), EF in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")

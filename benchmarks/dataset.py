@@ -5,7 +5,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -78,12 +78,15 @@ def whole_field_of_view(image: sitk.Image, spacing: float) -> sitk.Image:
 
 def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = None,
                isotropic_size: Optional[int] = None, isotropic_spacing: Optional[float] = None,
-               stack_slices: bool = False, reverse: bool = False) -> List[Pair]:
+               stack_slices: bool = False, reverse: bool = False,
+               ids: Optional[Sequence[str]] = None) -> List[Pair]:
     """The manifest's pairs; with ``isotropic_size``, its fully labelled 3-D pairs resampled onto a cube; with
     ``isotropic_spacing``, its fully labelled pairs (2-D and 3-D) onto their whole field of view at that spacing;
     with ``stack_slices``, every slice of its fully labelled 3-D pairs on which both label maps hold every evaluated
     label, as a 2-D pair (base to apex, not the mid-ventricular slice alone); with ``reverse``, each pair the other
-    way round (the ES labels carried onto the ED image: an expansion instead of a contraction)."""
+    way round (the ES labels carried onto the ED image: an expansion instead of a contraction); with ``ids``, only
+    the pairs whose id contains one of these texts (to finish or repeat part of a run); a text that matches no pair
+    is refused, so a typing error cannot shrink a run unnoticed."""
     manifest = read_manifest(folder, "pairs")
     fixed, moving = ("moving", "fixed") if reverse else ("fixed", "moving")
     pairs = []
@@ -115,6 +118,11 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_slice{k:02d}", dim=2, stack_slice=k)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None
                  for k in _slices_with_every_label(pair)]
+    for text in ids or ():
+        if not any(text in pair.id for pair in pairs):
+            raise DatasetError(f"{folder / 'manifest.json'}: no pair's id contains {text!r} with these options")
+    if ids:
+        pairs = [pair for pair in pairs if any(text in pair.id for text in ids)]
     pairs = pairs[:limit] if limit else pairs
     if not pairs:
         raise DatasetError(f"{folder / 'manifest.json'}: no pair to run with these options (--dim; --isotropic, "

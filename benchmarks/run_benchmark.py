@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--dim", type=int, choices=(2, 3), help="only 2-D or only 3-D pairs")
     parser.add_argument("--pairs", type=positive_count, help="only the first N pairs")
+    parser.add_argument("--pair-ids", nargs="+", metavar="TEXT",
+                        help="only the pairs whose id contains one of these texts (such as patient067 patient086)")
     parser.add_argument("--isotropic", type=int, metavar="N",
                         help="resample each fully labelled 3-D pair onto an N^3 isotropic cube around the labels")
     parser.add_argument("--whole-fov-spacing", type=float, metavar="MM",
@@ -61,7 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parameters = parameters_from_arguments(arguments).replace(device="cpu")
     try:
         pairs = load_pairs(arguments.data, arguments.dim, arguments.pairs, arguments.isotropic,
-                           arguments.whole_fov_spacing, arguments.stack_slices, arguments.reverse)
+                           arguments.whole_fov_spacing, arguments.stack_slices, arguments.reverse, arguments.pair_ids)
     except DatasetError as error:
         print(f"benchmark: {error}", file=sys.stderr)
         return 2

@@ -43,6 +43,18 @@ def test_benchmark_on_one_real_pair(data_dir, tmp_path, monkeypatch, capsys):
     assert (output / "reliability.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_pair_ids_pick_pairs_by_id_and_a_text_that_matches_none_is_refused(data_dir, tmp_path, capsys):
+    """Finishing two stacks of a run of five needed a scratch manifest, as --pairs takes the first N; and a typing
+    error in an id must not run fewer pairs unnoticed."""
+    pairs = load_pairs(data_dir / "acdc", 3, ids=["patient086", "patient067"])
+    assert [pair.id for pair in pairs] == ["acdc_patient067_3d", "acdc_patient086_3d"]
+    output = tmp_path / "bench"
+    assert main(["--data", str(data_dir / "acdc"), "--dim", "3", "--pair-ids", "patient067", "patient99",
+                 "--output-dir", str(output)]) == 2
+    assert "no pair's id contains 'patient99' with these options" in capsys.readouterr().err
+    assert not output.exists()
+
+
 def evaluate_or_fail(pair, method, options):
     """demons raising on the whole image and its worker dying in the region; the other methods as they are."""
     if method != "demons":

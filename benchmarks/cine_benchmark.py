@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="folder with the cine manifest.json")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--methods", nargs="+", default=["ode", "elastix", "demons"],
-                        choices=["ode", "ode-chained", "elastix", "demons"])
+                        choices=["ode", "ode-chained", *(name for name in METHODS if name != "ode")])
     parser.add_argument("--roi", nargs="+", choices=("auto", "whole"), default=["auto", "whole"],
                         help="settings of the peers: the box around the reference labels, the whole frames")
     parser.add_argument("--phases", nargs="+", type=int, metavar="T",

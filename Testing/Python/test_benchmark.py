@@ -220,3 +220,16 @@ def test_the_peers_other_settings_run_in_the_benchmarks_own_worker_processes(dat
     assert set(rows) == {"demons_sigma1+roi", "demons_sigma3+roi"}
     assert not any(row["failure"] for row in rows.values())
     assert rows["demons_sigma1+roi"]["dice_after"] != rows["demons_sigma3+roi"]["dice_after"]
+
+
+def test_the_cine_tools_take_every_peer_of_the_pair_benchmark():
+    """They listed their peers by hand, so `syncc`, the best 2-D peer once it joined, could not be run on a cine."""
+    from benchmarks import cine_sweep
+    from benchmarks.dataset import DatasetError
+
+    peers = [name for name in methods.METHODS if name != "ode"]
+    assert "syncc" in peers
+    parsed = cine_benchmark.build_parser().parse_args(["--data", "-", "--output-dir", "-", "--methods", *peers])
+    assert parsed.methods == peers
+    with pytest.raises(DatasetError):  # the options parsed; the folder then holds no data
+        cine_sweep.main(["--data", "/nonexistent", "", "--peers", *peers])

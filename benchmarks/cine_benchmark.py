@@ -37,7 +37,7 @@ from ODERegistrationLib.engine.pipeline.sequence import register_sequence, slice
 
 from .dataset import DatasetError, read_manifest
 from .evaluate import run_in_region
-from .methods import METHODS
+from .methods import METHODS, PEERS
 
 CAVITY = 1
 """The label scored: the LV blood pool, contoured at ED and ES on every contoured slice."""
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="folder with the cine manifest.json")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--methods", nargs="+", default=["ode", "elastix", "demons"],
-                        choices=["ode", "ode-chained", *(name for name in METHODS if name != "ode")])
+                        choices=["ode", "ode-chained", *PEERS])
     parser.add_argument("--roi", nargs="+", choices=("auto", "whole"), default=["auto", "whole"],
                         help="settings of the peers: the box around the reference labels, the whole frames")
     parser.add_argument("--phases", nargs="+", type=int, metavar="T",

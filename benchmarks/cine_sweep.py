@@ -33,7 +33,7 @@ from ODERegistrationLib.engine.pipeline.sequence import register_sequence
 
 from .cine_benchmark import run_peer
 from .dataset import load_pairs
-from .methods import METHODS
+from .methods import PEERS
 
 CAVITY = ("LV cavity", "LV blood pool")
 """The label whose ejection fraction is scored, by how its name in the datasets' manifests begins."""
@@ -79,7 +79,7 @@ def run_case(pair, parameters, method: str = "ode") -> dict:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cine_sweep", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the folder holding acdc/ and sunnybrook/")
-    parser.add_argument("--peers", nargs="*", default=[], choices=[name for name in METHODS if name != "ode"],
+    parser.add_argument("--peers", nargs="*", default=[], choices=PEERS,
                         help="peers to add, each in the region of the first setting and on the whole stacks")
     parser.add_argument("settings", nargs="+", help="one quoted string of sequence options per setting")
     arguments = parser.parse_args(argv)

@@ -153,3 +153,5 @@ METHODS: Dict[str, Method] = {method.name: method for method in [
     Method("elastix", "itk", elastix()),
     Method("demons", "SimpleITK", demons()),
 ]}
+PEERS = [name for name in METHODS if name != "ode"]
+"""The methods this engine is compared with."""

@@ -228,7 +228,7 @@ def test_the_cine_tools_take_every_peer_of_the_pair_benchmark():
     from benchmarks.dataset import DatasetError
 
     peers = [name for name in methods.METHODS if name != "ode"]
-    assert "syncc" in peers
+    assert "syncc" in peers and methods.PEERS == peers
     parsed = cine_benchmark.build_parser().parse_args(["--data", "-", "--output-dir", "-", "--methods", *peers])
     assert parsed.methods == peers
     with pytest.raises(DatasetError):  # the options parsed; the folder then holds no data

@@ -118,10 +118,10 @@ def load_pairs(folder: Path, dim: Optional[int] = None, limit: Optional[int] = N
         pairs = [dataclasses.replace(pair, id=f"{pair.id}_slice{k:02d}", dim=2, stack_slice=k)
                  for pair in pairs if pair.dim == 3 and pair.labelled_slices_fixed is None
                  for k in _slices_with_every_label(pair)]
-    for text in ids or ():
-        if not any(text in pair.id for pair in pairs):
-            raise DatasetError(f"{folder / 'manifest.json'}: no pair's id contains {text!r} with these options")
     if ids:
+        unmatched = next((text for text in ids if not any(text in pair.id for pair in pairs)), None)
+        if unmatched is not None:
+            raise DatasetError(f"{folder / 'manifest.json'}: no pair's id contains {unmatched!r} with these options")
         pairs = [pair for pair in pairs if any(text in pair.id for text in ids)]
     pairs = pairs[:limit] if limit else pairs
     if not pairs:

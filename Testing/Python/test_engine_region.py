@@ -10,6 +10,7 @@ from ODERegistrationLib.engine import InputError, RegistrationParameters, regist
 from ODERegistrationLib.engine.pipeline.metrics import jacobian_determinant
 from ODERegistrationLib.engine.pipeline.region import (MIN_FADE_MM, Region, embed_displacement, region_around_mask,
                                               region_from_box)
+from ODERegistrationLib.engine.pipeline import registration
 from ODERegistrationLib.engine.pipeline.registration import displacement_image
 
 from conftest import load_pair
@@ -226,3 +227,22 @@ def test_cli_fits_the_automatic_region_and_writes_whole_fields_that_fold_nothing
         corner = sitk.GetArrayFromImage(field)[:3, :3]
         assert np.abs(corner).max() == 0  # far from the heart the map is the identity
     assert report["inverse_consistency_mm"] < 0.5 * fixed.GetSpacing()[0]
+
+
+def test_a_whole_image_is_fitted_with_its_own_similarity_and_a_region_with_the_other(small_2d_pair, monkeypatch):
+    """On the benchmark LNCC gained Dice on whole images and MI + SSIM in a region (docs/benchmarks.md): a fit on
+    the whole image must get ``similarity_whole_image``, one in a region ``similarity``."""
+    fitted_with = []
+    fit = registration.optimize_fields
+
+    def recording_fit(fixed, moving, spacing, parameters, *args, **kwargs):
+        fitted_with.append(parameters.similarity)
+        return fit(fixed, moving, spacing, parameters, *args, **kwargs)
+
+    monkeypatch.setattr(registration, "optimize_fields", recording_fit)
+    parameters = RegistrationParameters(similarity="mse", similarity_whole_image="ssim", iterations=2)
+    images = (small_2d_pair["fixed"], small_2d_pair["moving"])
+    whole = register_images(*images, parameters.replace(region="whole"))
+    in_region = register_images(*images, parameters, moving_labels=small_2d_pair["moving_labels"])
+    assert fitted_with == ["ssim", "mse"]
+    assert [result.report["parameters"]["similarity"] for result in (whole, in_region)] == ["mse", "mse"]

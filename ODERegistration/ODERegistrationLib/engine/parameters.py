@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 SIMILARITIES = ("mi+ssim", "lncc", "ssim", "mse", "mi")
+LNCC_FIRST = ("lncc",) + tuple(name for name in SIMILARITIES if name != "lncc")
+"""The similarities in the order of the panel's lists whose default is LNCC."""
 REGIONS = ("auto", "whole")
 MODES = ("auto", "2d", "3d", "slices")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -61,12 +63,16 @@ class RegistrationParameters:
         200, "most Adam iterations for volumes registered in 3-D", "Iterations (volumes)", 800,
         minimum=1, maximum=100000, advanced=False)
     levels: int = _parameter(2, "pyramid levels K", "Pyramid levels", minimum=1, maximum=6, advanced=False)
-    similarity: str = _parameter("mi+ssim", "similarity of the warped and the target image, both ways",
-                                 "Similarity", choices=SIMILARITIES, advanced=False)
+    similarity: str = _parameter(
+        "mi+ssim", "similarity of the warped and the target image, both ways, for 2-D images and a stack's slices "
+        "fitted in a region", "Similarity", choices=SIMILARITIES, advanced=False)
     similarity_3d: str = _parameter(
         "lncc", "similarity for volumes registered in 3-D (a whole-field-of-view volume moves with the local LNCC, "
-        "not with MI over the whole volume)", "Similarity (volumes)", "mi+ssim",
-        choices=("lncc",) + tuple(name for name in SIMILARITIES if name != "lncc"), advanced=False)
+        "not with MI over the whole volume)", "Similarity (volumes)", "mi+ssim", choices=LNCC_FIRST, advanced=False)
+    similarity_whole_image: str = _parameter(
+        "lncc", "similarity for 2-D images and a stack's slices fitted on the whole image, not in a region (on the "
+        "benchmark's whole images LNCC gained Dice over MI + SSIM in 2-D and on the stacks; in a region it did not)",
+        "Similarity (whole image)", "mi+ssim", choices=LNCC_FIRST, advanced=False)
     lncc_window: int = _parameter(
         7, "side of LNCC's local window, in voxels of each pyramid level (odd; VoxelMorph uses 9 at full "
         "resolution, the working levels here are coarser)", "LNCC window (voxels)", minimum=3, maximum=31)

@@ -189,13 +189,16 @@ def _fit_in_region(fixed_array: np.ndarray, moving_array: np.ndarray, weights, r
                    progress: ProgressCallback, cancel: CancelCheck):
     """Fit both maps inside the region, continue them over the whole grid (voxel units) and refine the inverse on
     that grid, the one it is written on; returns the optimizer's result, both whole fields, their round trip and
-    the fade length."""
+    the fade length. A region that is the whole image is fitted with ``similarity_whole_image``."""
     inside = layout.cropped(region.shape)
     fixed_crop, moving_crop = (normalize_intensities(array[region.slices]) for array in (fixed_array, moving_array))
     masks = None
     if min(weight[region.slices].min() for weight in weights) < 1:
         masks = tuple(weight[region.slices] for weight in weights)
-    if fits_through_plane(inside, parameters, in_region=not region.is_whole(fixed_array.shape)):
+    in_region = not region.is_whole(fixed_array.shape)
+    if not in_region:
+        parameters = parameters.replace(similarity=parameters.similarity_whole_image)
+    if fits_through_plane(inside, parameters, in_region):
         fields, inside = fit_through_plane_then_slices(fixed_crop, moving_crop, masks, inside, parameters, device,
                                                        progress, cancel)
     else:

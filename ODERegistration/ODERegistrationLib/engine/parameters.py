@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 SIMILARITIES = ("mi+ssim", "lncc", "ssim", "mse", "mi")
 LNCC_FIRST = ("lncc",) + tuple(name for name in SIMILARITIES if name != "lncc")
-"""The similarities in the order of the panel's lists whose default is LNCC."""
+"""The similarities, LNCC first: the choices of the parameters whose default is LNCC (first in the panel's list)."""
 REGIONS = ("auto", "whole")
 MODES = ("auto", "2d", "3d", "slices")
 DEVICES = ("auto", "cpu", "cuda", "mps")

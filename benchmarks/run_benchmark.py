@@ -97,7 +97,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 f"{', reversed (ES labels onto ED)' if arguments.reverse else ''}, ode preset "
                                 f"{arguments.preset}: at most {parameters.iterations} iterations "
                                 f"({parameters.iterations_3d} for volumes), {parameters.levels} levels, "
-                                f"{parameters.similarity}, mode {parameters.mode}, regions {' '.join(arguments.roi)}")
+                                f"similarity {parameters.similarity} (whole image {parameters.similarity_whole_image}, "
+                                f"volumes {parameters.similarity_3d}), mode {parameters.mode}, "
+                                f"regions {' '.join(arguments.roi)}")
     summary = summary_markdown(rows, methods, missing, title)
     (arguments.output_dir / "summary.md").write_text(summary)
     reliability_plot(rows, methods, arguments.output_dir / "reliability.png", title)

@@ -70,6 +70,19 @@ def test_a_box_below_zero_is_taken_by_the_command_line_as_written(small_2d_pair,
     assert region["index_start"] == [10, 20] and region["index_size"] == [51, 71]
 
 
+def test_a_box_of_six_numbers_on_a_2d_image_says_it_needs_four(small_2d_pair, tmp_path, capsys):
+    """It said "needs at least two 2-D points" of a box of two 3-D points."""
+    from ODERegistrationLib.cli.main import main
+
+    for key in ("fixed", "moving"):
+        sitk.WriteImage(small_2d_pair[key], str(tmp_path / f"{key}.nii.gz"))
+    assert main(["register", "--fixed", str(tmp_path / "fixed.nii.gz"), "--moving", str(tmp_path / "moving.nii.gz"),
+                 "--output-dir", str(tmp_path / "out"), "--roi", "0,0,0,10,10,10", "--iterations", "1"]) == 2
+    assert capsys.readouterr().err.strip() == ("oderegistration: error: --roi box: needs 2-D corners (4 numbers for "
+                                               "a box) for a 2-D image, not 3-D ones")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_box_beside_the_labels_is_flagged_and_one_around_them_is_not(small_2d_pair):
     """A box typed in RAS instead of LPS lands mirrored, off the heart: the map then leaves the labels where they
     were, and the only word was advice to fit the automatic region, with no reason given."""
@@ -109,7 +122,7 @@ def test_a_box_that_misses_the_image_is_refused(small_2d_pair):
     far = np.array(fixed.TransformIndexToPhysicalPoint((0, 0))) - 1000.0
     with pytest.raises(InputError, match="misses the image"):
         region_from_box(far, far + 10.0, fixed)
-    with pytest.raises(InputError, match="needs 4 numbers"):
+    with pytest.raises(InputError, match="have 1 and 3 coordinates"):
         region_from_box([0.0], [1.0, 2.0, 3.0], fixed)
     with pytest.raises(InputError, match=r"misses the image \(voxels \[\d.*e\+299"):  # was int64's minimum
         region_from_box([1e300, 1e300], [2e300, 2e300], fixed)

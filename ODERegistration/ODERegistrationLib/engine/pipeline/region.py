@@ -80,10 +80,8 @@ def region_around_mask(mask: sitk.Image, reference: sitk.Image, margin_mm: float
 def region_from_box(lower_mm: Sequence[float], upper_mm: Sequence[float], reference: sitk.Image,
                     name: str = "region box") -> Region:
     """The box of the fixed grid that covers a box given by two opposite corners in physical LPS millimetres."""
-    dim = reference.GetDimension()
-    if len(lower_mm) != dim or len(upper_mm) != dim:
-        raise InputError(f"{name}: needs {2 * dim} numbers (two {dim}-D corners) for a {dim}-D image, "
-                         f"not {len(lower_mm) + len(upper_mm)}")
+    if len(lower_mm) != len(upper_mm):
+        raise InputError(f"{name}: its two corners have {len(lower_mm)} and {len(upper_mm)} coordinates")
     return region_from_corners(box_corners(lower_mm, upper_mm), reference, name)
 
 
@@ -96,8 +94,11 @@ def region_from_corners(corners: Sequence[Sequence[float]], reference: sitk.Imag
     """The box of the fixed grid that covers the given physical points (LPS mm), for example the eight corners of a
     rotated box such as a Slicer ROI."""
     dim = reference.GetDimension()
-    if len(corners) < 2 or any(len(corner) != dim for corner in corners):
+    if len(corners) < 2:
         raise InputError(f"{name}: needs at least two {dim}-D points")
+    if any(len(corner) != dim for corner in corners):
+        raise InputError(f"{name}: needs {dim}-D corners ({2 * dim} numbers for a box) for a {dim}-D image, "
+                         f"not {len(corners[0])}-D ones")
     if not all(math.isfinite(v) for corner in corners for v in corner):
         raise InputError(f"{name}: corners must be finite numbers")
     return _box_on_grid(corners, reference, 0.0, "box", name)

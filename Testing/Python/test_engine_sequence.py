@@ -227,6 +227,17 @@ def test_a_2d_plus_time_cine_is_written_in_its_own_layout(cine_2d_plus_time, tmp
     assert all(sitk.GetArrayFromImage(propagated)[t].any() for t in (0, 1))
 
 
+def test_a_2d_plus_time_cine_takes_its_labels_saved_as_a_one_slice_volume(cine_2d_plus_time, tmp_path):
+    """Slicer saves a 2-D label map as a volume of one slice; it was read as a label sequence of one phase and
+    refused ("has 1 phases, the cine 3")."""
+    one_slice = sitk.JoinSeries(sitk.ReadImage(str(cine_2d_plus_time["labels"])))
+    paths = {**cine_2d_plus_time, "labels": tmp_path / "labels_one_slice.nii.gz"}
+    sitk.WriteImage(one_slice, str(paths["labels"]))
+    assert sequence(paths, tmp_path / "out", "--time-axis", "--iterations", "2") == 0
+    propagated = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz")))
+    assert np.array_equal(propagated[2], sitk.GetArrayFromImage(one_slice)[0])
+
+
 def test_a_2d_plus_time_cine_takes_a_2d_box(cine_2d_plus_time, tmp_path):
     """Its frames are 2-D images, so its region box is two 2-D corners (it was refused: 'needs 3-D points')."""
     labels = sitk.ReadImage(str(cine_2d_plus_time["labels"]))

@@ -96,9 +96,10 @@ def region_from_corners(corners: Sequence[Sequence[float]], reference: sitk.Imag
     dim = reference.GetDimension()
     if len(corners) < 2:
         raise InputError(f"{name}: needs at least two {dim}-D points")
-    if any(len(corner) != dim for corner in corners):
+    other = next((len(corner) for corner in corners if len(corner) != dim), None)
+    if other is not None:
         raise InputError(f"{name}: needs {dim}-D corners ({2 * dim} numbers for a box) for a {dim}-D image, "
-                         f"not {len(corners[0])}-D ones")
+                         f"not {other}-D ones")
     if not all(math.isfinite(v) for corner in corners for v in corner):
         raise InputError(f"{name}: corners must be finite numbers")
     return _box_on_grid(corners, reference, 0.0, "box", name)

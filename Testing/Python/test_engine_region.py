@@ -8,8 +8,8 @@ import SimpleITK as sitk
 
 from ODERegistrationLib.engine import InputError, RegistrationParameters, register_images
 from ODERegistrationLib.engine.pipeline.metrics import jacobian_determinant
-from ODERegistrationLib.engine.pipeline.region import (MIN_FADE_MM, Region, embed_displacement, region_around_mask,
-                                              region_from_box)
+from ODERegistrationLib.engine.pipeline.region import (MIN_FADE_MM, Region, box_corners, embed_displacement,
+                                              region_around_mask, region_from_corners)
 from ODERegistrationLib.engine.pipeline import registration
 from ODERegistrationLib.engine.pipeline.registration import displacement_image
 
@@ -20,6 +20,11 @@ from conftest import load_pair
 def oblique_stack(data_dir):
     """The Sunnybrook 3-D stack: oblique scanner directions, labels on some slices."""
     return load_pair(data_dir, "sunnybrook", "scd_SCD0000101_3d")
+
+
+def region_from_box_corners(lower_mm, upper_mm, fixed: sitk.Image) -> Region:
+    """A box of two opposite corners, as the command line's --roi passes it to the engine."""
+    return region_from_corners(box_corners(lower_mm, upper_mm), fixed)
 
 
 def _label_box(labels: sitk.Image):
@@ -44,7 +49,7 @@ def test_an_explicit_box_selects_the_same_voxels_as_its_corners(small_2d_pair):
     fixed = small_2d_pair["fixed"]
     lower = fixed.TransformIndexToPhysicalPoint((10, 20))
     upper = fixed.TransformIndexToPhysicalPoint((60, 90))
-    region = region_from_box(lower, upper, fixed)
+    region = region_from_box_corners(lower, upper, fixed)
     assert (region.start, region.stop) == ((20, 10), (91, 61))
     description = region.describe(fixed)
     assert description["index_start"] == [10, 20] and description["index_size"] == [51, 71]
@@ -108,7 +113,7 @@ def test_on_an_oblique_stack_a_box_of_the_region_s_physical_corners_covers_the_r
     assert not np.allclose(np.abs(direction), np.eye(3))  # really oblique
     region = region_around_mask(labels, fixed, 10.0, "moving labels")
     description = region.describe(fixed)
-    again = region_from_box(description["physical_lower_mm"], description["physical_upper_mm"], fixed)
+    again = region_from_box_corners(description["physical_lower_mm"], description["physical_upper_mm"], fixed)
     assert all(a <= b for a, b in zip(again.start, region.start))
     assert all(a >= b for a, b in zip(again.stop, region.stop))
     centre = fixed.TransformContinuousIndexToPhysicalPoint(
@@ -121,21 +126,21 @@ def test_a_box_that_misses_the_image_is_refused(small_2d_pair):
     fixed = small_2d_pair["fixed"]
     far = np.array(fixed.TransformIndexToPhysicalPoint((0, 0))) - 1000.0
     with pytest.raises(InputError, match="misses the image"):
-        region_from_box(far, far + 10.0, fixed)
-    with pytest.raises(InputError, match="have 1 and 3 coordinates"):
-        region_from_box([0.0], [1.0, 2.0, 3.0], fixed)
+        region_from_box_corners(far, far + 10.0, fixed)
+    with pytest.raises(InputError, match="needs 2-D corners"):
+        region_from_box_corners([0.0, 1.0, 2.0], [1.0, 2.0, 3.0], fixed)
     with pytest.raises(InputError, match=r"misses the image \(voxels \[\d.*e\+299"):  # was int64's minimum
-        region_from_box([1e300, 1e300], [2e300, 2e300], fixed)
+        region_from_box_corners([1e300, 1e300], [2e300, 2e300], fixed)
     just_outside = [fixed.TransformContinuousIndexToPhysicalPoint((-0.9, -0.9)),
                     fixed.TransformContinuousIndexToPhysicalPoint((-0.6, -0.6))]
     with pytest.raises(InputError, match=r"misses the image \(voxels \[0, 0\] to \[-1, -1\]"):  # not "-0"
-        region_from_box(*just_outside, fixed)
+        region_from_box_corners(*just_outside, fixed)
 
 
 def test_a_box_far_larger_than_the_image_is_the_whole_image(small_2d_pair):
     """Corners at +-1e308 mm overflowed the voxel numbers to int64's minimum: refused as missing the image."""
     fixed = small_2d_pair["fixed"]
-    region = region_from_box([-1e308, -1e308], [1e308, 1e308], fixed)
+    region = region_from_box_corners([-1e308, -1e308], [1e308, 1e308], fixed)
     assert region.start == (0, 0) and region.shape == tuple(fixed.GetSize()[::-1])
 
 

@@ -77,14 +77,6 @@ def region_around_mask(mask: sitk.Image, reference: sitk.Image, margin_mm: float
     return _box_on_grid(corners, reference, margin_mm, source)
 
 
-def region_from_box(lower_mm: Sequence[float], upper_mm: Sequence[float], reference: sitk.Image,
-                    name: str = "region box") -> Region:
-    """The box of the fixed grid that covers a box given by two opposite corners in physical LPS millimetres."""
-    if len(lower_mm) != len(upper_mm):
-        raise InputError(f"{name}: its two corners have {len(lower_mm)} and {len(upper_mm)} coordinates")
-    return region_from_corners(box_corners(lower_mm, upper_mm), reference, name)
-
-
 def box_corners(lower_mm: Sequence[float], upper_mm: Sequence[float]) -> list:
     """The 2**dim corners of an axis-aligned box given by two opposite corners."""
     return [list(corner) for corner in itertools.product(*zip(lower_mm, upper_mm))]

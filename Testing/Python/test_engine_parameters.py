@@ -7,7 +7,7 @@ import torch
 
 from ODERegistrationLib.cli.main import build_parser, parameters_from_arguments
 from ODERegistrationLib.engine.core.optimizer import _converged
-from ODERegistrationLib.engine.parameters import RegistrationParameters, defaults, paper_values, specs
+from ODERegistrationLib.engine.parameters import RegistrationParameters, defaults, specs
 from ODERegistrationLib.engine.presets import (load_preset, preset_description, preset_files, save_preset,
                                                user_preset_path)
 
@@ -26,7 +26,7 @@ def test_the_shipped_preset_files_are_the_dataclass_defaults_and_paper_values():
     """Presets are data (ODERegistrationLib/presets); the values they hold are defined once, in the dataclass."""
     assert set(preset_files()) >= {"fast", "paper", "sequence"}
     assert load_preset("fast") == RegistrationParameters()
-    assert load_preset("paper").as_dict() == paper_values()
+    assert load_preset("paper").as_dict() == {name: spec.paper for name, spec in specs().items()}
     for name in ("fast", "paper", "sequence"):  # every parameter listed: a preset keeps its meaning when defaults change
         assert set(json.loads(preset_files()[name].read_text())["parameters"]) == set(specs())
 

@@ -210,10 +210,6 @@ def specs() -> Dict[str, Spec]:
     return {f.name: f.metadata["spec"] for f in dataclasses.fields(RegistrationParameters)}
 
 
-def paper_values() -> Dict[str, Any]:
-    return {name: spec.paper for name, spec in specs().items()}
-
-
 def defaults() -> Dict[str, Any]:
     return RegistrationParameters().as_dict()
 

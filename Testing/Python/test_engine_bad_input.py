@@ -1,6 +1,7 @@
 """Each bad input gets one clear line naming the file and the problem, exit code 2, and no output directory."""
 import gzip
 import locale
+import os
 import re
 import struct
 from typing import Optional
@@ -99,6 +100,11 @@ def test_unreadable_and_missing_files(tmp_path, capsys, write):
                                           "32767 x 32767 x 32767 = 3.52e+13 voxels)"), message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path / "missing.nii.gz"))
     assert code == 2 and "no such file" in message
+    pipe = tmp_path / "pipe.nii.gz"
+    os.mkfifo(pipe)  # exists, but reading it would wait for a writer; it was called missing
+    code, message, _ = run_cli(tmp_path, capsys, fixed, str(pipe))
+    assert code == 2 and message.endswith(f"moving {pipe}: is not a file (a device, a pipe or a socket); give an "
+                                          "image file"), message
     code, message, _ = run_cli(tmp_path, capsys, fixed, str(tmp_path))
     assert code == 2 and "is a folder holding no DICOM series" in message and message.count("\n") == 0
 

@@ -24,8 +24,10 @@ def read_image(path: str | os.PathLike, name: str, cine: bool = False) -> sitk.I
     path = Path(path)
     if path.is_dir():
         return read_dicom_series(path, name, cine)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{name} {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{name} {path}: is not a file (a device, a pipe or a socket); give an image file")
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path, name)  # first: ITK allocates what the header announces before it reads
     try:

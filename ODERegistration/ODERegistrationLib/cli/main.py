@@ -249,8 +249,10 @@ def _run_sequence(arguments: argparse.Namespace, parameters: RegistrationParamet
     refuse_inputs_among_outputs(output_dir, {name: path for name, path in inputs.items() if path},
                                 is_sequence_output)
     cine = read_cine(read_image(arguments.cine, "cine", cine=True), arguments.time_axis, f"cine {arguments.cine}")
-    labels = reference_labels(read_label_map(arguments.labels, "labels", cine.phases[0]), cine,
-                              arguments.reference_phase, f"labels {arguments.labels}")
+    frame = cine.phases[0]
+    plane = frame[:, :, 0] if cine.time_axis_in_input == 2 else frame  # a 2-D cine's labels are 2-D images of it
+    labels = reference_labels(read_label_map(arguments.labels, "labels", plane), cine, arguments.reference_phase,
+                              f"labels {arguments.labels}")
     experts = None
     if arguments.expert_labels:
         experts = expert_phases(read_image(arguments.expert_labels, "expert labels"), cine,

@@ -127,8 +127,6 @@ def reference_labels(labels: sitk.Image, cine: Cine, reference_phase: int, name:
                          f"{len(cine.phases) - 1}")
     reference = cine.phases[reference_phase]
     sequence = []
-    if cine.time_axis_in_input == 2 and labels.GetDimension() == 3 and labels.GetSize()[2] == 1:
-        labels = labels[:, :, 0]  # one phase of a 2-D cine saved as a one-slice volume, as Slicer saves it
     if labels.GetDimension() == cine.time_axis_in_input + 1:
         if labels.GetSize()[cine.time_axis_in_input] != len(cine.phases):
             raise InputError(f"{name}: has {labels.GetSize()[cine.time_axis_in_input]} phases, the cine "
